@@ -1,0 +1,99 @@
+//! The notification envelope and AES-256-GCM decryption of its resource.
+
+use std::borrow::Cow;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+
+use crate::backend::{NONCE_LEN, ResourceCipher, TAG_LEN};
+use crate::error::{Rejection, RejectionKind};
+
+/// The only resource algorithm WeChat Pay uses for RSA-signed notifications.
+pub(crate) const AES_256_GCM: &str = "AEAD_AES_256_GCM";
+
+/// The JSON envelope WeChat Pay posts. Strings borrow from the body where they can.
+#[derive(Deserialize)]
+pub(crate) struct Envelope<'a> {
+    #[serde(borrow)]
+    pub(crate) id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub(crate) create_time: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) event_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) resource_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) summary: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(crate) resource: EncryptedResource<'a>,
+}
+
+/// `resource`: the encrypted business object.
+#[derive(Deserialize)]
+pub(crate) struct EncryptedResource<'a> {
+    #[serde(borrow, default)]
+    pub(crate) original_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(crate) algorithm: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) ciphertext: Cow<'a, str>,
+    // May be absent or empty: both mean no associated data.
+    #[serde(borrow, default)]
+    pub(crate) associated_data: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(crate) nonce: Cow<'a, str>,
+}
+
+/// Parses the envelope from the exact body bytes.
+pub(crate) fn parse_envelope(body: &[u8]) -> Result<Envelope<'_>, Rejection> {
+    serde_json::from_slice(body).map_err(|_| {
+        Rejection::new(
+            RejectionKind::MalformedEnvelope,
+            "malformed notification envelope",
+        )
+    })
+}
+
+/// Decrypts `resource` with the APIv3 key: base64 ciphertext ‖ tag, the raw 12-byte nonce
+/// and the raw `associated_data`. Returns the UTF-8 plaintext.
+pub(crate) fn decrypt_resource(
+    cipher: &ResourceCipher,
+    resource: &EncryptedResource<'_>,
+) -> Result<String, Rejection> {
+    if resource.algorithm != AES_256_GCM {
+        return Err(Rejection::new(
+            RejectionKind::UnsupportedAlgorithm,
+            "unsupported resource algorithm",
+        ));
+    }
+    let failed = || {
+        Rejection::new(
+            RejectionKind::DecryptionFailed,
+            "could not decrypt resource",
+        )
+    };
+    let nonce = resource.nonce.as_bytes();
+    if nonce.len() != NONCE_LEN {
+        return Err(failed());
+    }
+    let mut buffer = STANDARD
+        .decode(resource.ciphertext.as_bytes())
+        .map_err(|_| failed())?;
+    if buffer.len() < TAG_LEN {
+        return Err(failed());
+    }
+    let aad = resource
+        .associated_data
+        .as_deref()
+        .unwrap_or_default()
+        .as_bytes();
+    let plaintext_len = cipher.open(nonce, aad, &mut buffer).map_err(|_| failed())?.len();
+    buffer.truncate(plaintext_len);
+    String::from_utf8(buffer).map_err(|_| {
+        Rejection::new(
+            RejectionKind::MalformedResource,
+            "decrypted resource is not utf-8",
+        )
+    })
+}

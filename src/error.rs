@@ -1,0 +1,207 @@
+//! Errors: [`ConfigError`] from the builder, [`Rejection`] for requests we refuse.
+
+use std::fmt;
+
+use http::StatusCode;
+
+/// A configuration mistake found while building the layer or adding a key.
+///
+/// Returned by [`WechatPayLayer::new`](crate::WechatPayLayer::new) and the key-adding
+/// methods of [`KeyRing`](crate::KeyRing). Messages name what is wrong, never a key's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The APIv3 key is not 32 bytes (a trailing newline from a file is the usual cause).
+    ApiV3KeyLength {
+        /// The length that was given.
+        len: usize,
+    },
+    /// The text is not PEM at all.
+    InvalidPem,
+    /// The PEM holds something else than was asked for, e.g. a certificate given as a
+    /// public key, or a private key.
+    UnexpectedPem {
+        /// The PEM label that was found, e.g. `CERTIFICATE`.
+        found: String,
+        /// What this method takes.
+        expected: &'static str,
+    },
+    /// A public key id that does not start with `PUB_KEY_ID_`: WeChat Pay sends the whole
+    /// id, prefix included, in `Wechatpay-Serial`.
+    PublicKeyIdFormat,
+    /// The DER inside the PEM is not an RSA public key of 2048 bits or more.
+    InvalidPublicKey,
+    /// The certificate could not be parsed as X.509.
+    InvalidCertificate,
+    /// A private key for the test signer could not be parsed.
+    #[cfg(feature = "test-util")]
+    InvalidPrivateKey,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ApiV3KeyLength { len } => write!(
+                f,
+                "the apiv3 key must be exactly 32 bytes, got {len} (trim a trailing newline?)"
+            ),
+            Self::InvalidPem => f.write_str("not a pem document"),
+            Self::UnexpectedPem { found, expected } => {
+                write!(f, "expected a pem {expected}, found a {found}")?;
+                match found.as_str() {
+                    "CERTIFICATE" => f.write_str(" (add certificates with add_certificate)"),
+                    "PUBLIC KEY" | "RSA PUBLIC KEY" => {
+                        f.write_str(" (add public keys with add_public_key)")
+                    }
+                    label if label.contains("PRIVATE") => f.write_str(
+                        " (never configure a private key here: notifications are verified \
+                         with wechat pay's public key or platform certificate)",
+                    ),
+                    _ => Ok(()),
+                }
+            }
+            Self::PublicKeyIdFormat => f.write_str(
+                "a wechat pay public key id starts with PUB_KEY_ID_ (configure the whole id)",
+            ),
+            Self::InvalidPublicKey => f.write_str("not an rsa public key of at least 2048 bits"),
+            Self::InvalidCertificate => f.write_str("not a valid x.509 certificate"),
+            #[cfg(feature = "test-util")]
+            Self::InvalidPrivateKey => f.write_str("not a pkcs#8 rsa private key"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Why the layer refused a request, or why the handler's answer became a failure.
+///
+/// Every such response carries a [`Rejection`] in its extensions, so trace and metrics
+/// layers outside this one can see the reason without parsing the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectionKind {
+    /// The body is larger than the configured limit (413).
+    BodyTooLarge,
+    /// The body could not be read, e.g. the client went away (400).
+    BodyUnreadable,
+    /// A required `Wechatpay-*` header is missing (400).
+    MissingHeader,
+    /// A `Wechatpay-*` header is present but malformed, e.g. a non-numeric timestamp (400).
+    InvalidHeader,
+    /// `Wechatpay-Signature-Type` names an algorithm other than `WECHATPAY2-SHA256-RSA2048` (400).
+    UnsupportedSignatureType,
+    /// `Wechatpay-Timestamp` is outside the tolerance window: stale or replayed (401).
+    TimestampOutOfWindow,
+    /// No configured key has the `Wechatpay-Serial` (401).
+    UnknownSerial,
+    /// The signature does not verify (401).
+    InvalidSignature,
+    /// WeChat Pay's deliberate `WECHATPAY/SIGNTEST/` probe (401), refused like any bad signature.
+    SignatureProbe,
+    /// Genuine (signature valid) but the envelope could not be parsed (500: ours to fix).
+    MalformedEnvelope,
+    /// Genuine but `resource.algorithm` is not `AEAD_AES_256_GCM` (500).
+    UnsupportedAlgorithm,
+    /// Genuine but the resource did not decrypt: usually a wrong APIv3 key (500).
+    DecryptionFailed,
+    /// Genuine and decrypted, but the resource is not the JSON its model expects (500).
+    MalformedResource,
+    /// The handler answered 4xx or 5xx: WeChat Pay will retry.
+    HandlerFailed,
+    /// The handler answered neither 2xx nor 4xx/5xx (500).
+    UnexpectedHandlerStatus,
+    /// The handler returned an error (500).
+    HandlerError,
+}
+
+impl RejectionKind {
+    /// The HTTP status this kind is answered with (handler failures keep the handler's
+    /// own 4xx/5xx; this returns 500 for them).
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyUnreadable
+            | Self::MissingHeader
+            | Self::InvalidHeader
+            | Self::UnsupportedSignatureType => StatusCode::BAD_REQUEST,
+            Self::TimestampOutOfWindow
+            | Self::UnknownSerial
+            | Self::InvalidSignature
+            | Self::SignatureProbe => StatusCode::UNAUTHORIZED,
+            Self::MalformedEnvelope
+            | Self::UnsupportedAlgorithm
+            | Self::DecryptionFailed
+            | Self::MalformedResource
+            | Self::HandlerFailed
+            | Self::UnexpectedHandlerStatus
+            | Self::HandlerError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Whether the request was proven to come from WeChat Pay (the signature verified).
+    pub fn is_genuine(self) -> bool {
+        matches!(
+            self,
+            Self::MalformedEnvelope
+                | Self::UnsupportedAlgorithm
+                | Self::DecryptionFailed
+                | Self::MalformedResource
+                | Self::HandlerFailed
+                | Self::UnexpectedHandlerStatus
+                | Self::HandlerError
+        )
+    }
+}
+
+/// A refused request: what went wrong, with a short message safe to send and to log.
+///
+/// Found in the extensions of every failure response the layer produces; see
+/// [the crate docs](crate) for the table of answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    kind: RejectionKind,
+    status: StatusCode,
+    message: &'static str,
+}
+
+impl Rejection {
+    pub(crate) const fn new(kind: RejectionKind, message: &'static str) -> Self {
+        Self {
+            kind,
+            status: kind.status(),
+            message,
+        }
+    }
+
+    /// A handler failure answered with the handler's own 4xx/5xx status.
+    pub(crate) fn handler_failed(status: StatusCode) -> Self {
+        Self {
+            kind: RejectionKind::HandlerFailed,
+            status,
+            message: "handler failed",
+        }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> RejectionKind {
+        self.kind
+    }
+
+    /// The status the response carries.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The short message sent in the FAIL body. It never contains request data or secrets.
+    pub fn message(&self) -> &'static str {
+        self.message
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message)
+    }
+}
+
+impl std::error::Error for Rejection {}

@@ -1,0 +1,360 @@
+//! Typed models of the decrypted resources: payments, partner payments, combine payments
+//! and refunds, with [`Event::Other`] for everything else.
+//!
+//! The models are lenient on purpose: unknown fields are ignored and anything WeChat Pay
+//! does not always send is an `Option`, so a new field never breaks a receiver. Amounts are
+//! integers in fen (分). Payer identifiers are redacted in `Debug`.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+/// The decrypted resource of a notification, typed where this crate has a model.
+///
+/// Routing by `event_type` alone is unreliable (`TRANSACTION.SUCCESS` carries several
+/// schemas), so the variant is chosen by `resource.original_type` and the fields present.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A direct merchant's payment (直连商户): `original_type` `transaction`.
+    Payment(Transaction),
+    /// A partner's (服务商) payment for a sub-merchant: `sp_mchid` and `sub_mchid`.
+    PartnerPayment(PartnerTransaction),
+    /// A combine payment (合单支付): `combine_out_trade_no` and `sub_orders`.
+    CombinePayment(CombineTransaction),
+    /// A refund result (`REFUND.SUCCESS`, `REFUND.ABNORMAL`, `REFUND.CLOSED`).
+    Refund(Refund),
+    /// Any other resource: read it with [`Notification::resource_json`](crate::Notification::resource_json)
+    /// or decode it into your own type with [`Notification::decode`](crate::Notification::decode).
+    Other,
+}
+
+/// Payment success for a direct merchant (支付成功通知, 直连).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct Transaction {
+    /// The app id the order was made for.
+    pub appid: Option<String>,
+    /// The merchant id; check it against your own.
+    pub mchid: Option<String>,
+    /// Your order number.
+    pub out_trade_no: String,
+    /// WeChat Pay's transaction id: the payment's identity.
+    pub transaction_id: String,
+    /// `JSAPI`, `NATIVE`, `APP`, `MICROPAY`, `MWEB`, `FACEPAY`, …
+    pub trade_type: Option<String>,
+    /// `SUCCESS`, `REFUND`, `NOTPAY`, `CLOSED`, `REVOKED`, `USERPAYING`, `PAYERROR`, …
+    pub trade_state: String,
+    /// Human-readable trade state.
+    pub trade_state_desc: Option<String>,
+    /// Paying bank, e.g. `CMC` or `OTHERS`.
+    pub bank_type: Option<String>,
+    /// The `attach` given when the order was made.
+    pub attach: Option<String>,
+    /// RFC 3339 payment time.
+    pub success_time: Option<String>,
+    /// Who paid.
+    #[serde(default)]
+    pub payer: Payer,
+    /// What was paid.
+    pub amount: Amount,
+    /// Device and store information.
+    pub scene_info: Option<SceneInfo>,
+    /// Coupons and discounts.
+    #[serde(default)]
+    pub promotion_detail: Vec<serde_json::Value>,
+}
+
+/// Payment success for a partner's sub-merchant (支付成功通知, 服务商).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct PartnerTransaction {
+    /// The partner's app id.
+    pub sp_appid: Option<String>,
+    /// The partner's merchant id.
+    pub sp_mchid: String,
+    /// The sub-merchant's app id (absent if none was given at order time).
+    pub sub_appid: Option<String>,
+    /// The sub-merchant id.
+    pub sub_mchid: String,
+    /// The order number.
+    pub out_trade_no: String,
+    /// WeChat Pay's transaction id.
+    pub transaction_id: String,
+    /// Trade type, as for [`Transaction::trade_type`].
+    pub trade_type: Option<String>,
+    /// Trade state, as for [`Transaction::trade_state`].
+    pub trade_state: String,
+    /// Human-readable trade state.
+    pub trade_state_desc: Option<String>,
+    /// Paying bank.
+    pub bank_type: Option<String>,
+    /// The `attach` given when the order was made.
+    pub attach: Option<String>,
+    /// RFC 3339 payment time.
+    pub success_time: Option<String>,
+    /// Who paid.
+    #[serde(default)]
+    pub payer: PartnerPayer,
+    /// What was paid.
+    pub amount: Amount,
+    /// Device and store information.
+    pub scene_info: Option<SceneInfo>,
+    /// Coupons and discounts.
+    #[serde(default)]
+    pub promotion_detail: Vec<serde_json::Value>,
+}
+
+/// A combine payment (合单支付): one payment for several sub-orders.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct CombineTransaction {
+    /// The combine order's app id.
+    pub combine_appid: Option<String>,
+    /// The combine order's merchant id.
+    pub combine_mchid: Option<String>,
+    /// The combine order number.
+    pub combine_out_trade_no: String,
+    /// Device information.
+    pub scene_info: Option<SceneInfo>,
+    /// Who paid.
+    #[serde(default)]
+    pub combine_payer_info: Payer,
+    /// The sub-orders, each with its own transaction id.
+    #[serde(default)]
+    pub sub_orders: Vec<SubOrder>,
+}
+
+/// One sub-order of a [`CombineTransaction`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct SubOrder {
+    /// The sub-order's merchant id.
+    pub mchid: Option<String>,
+    /// Trade type.
+    pub trade_type: Option<String>,
+    /// Trade state.
+    pub trade_state: Option<String>,
+    /// Paying bank.
+    pub bank_type: Option<String>,
+    /// The `attach` given when the order was made.
+    pub attach: Option<String>,
+    /// RFC 3339 payment time (may carry milliseconds).
+    pub success_time: Option<String>,
+    /// WeChat Pay's transaction id for this sub-order.
+    pub transaction_id: Option<String>,
+    /// The sub-order number.
+    pub out_trade_no: String,
+    /// What was paid (note `total_amount`, not `total`).
+    pub amount: Option<SubOrderAmount>,
+    /// Coupons and discounts.
+    #[serde(default)]
+    pub promotion_detail: Vec<serde_json::Value>,
+}
+
+/// A refund result (退款结果通知), direct or partner.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct Refund {
+    /// Direct merchant id.
+    pub mchid: Option<String>,
+    /// Partner merchant id.
+    pub sp_mchid: Option<String>,
+    /// Sub-merchant id.
+    pub sub_mchid: Option<String>,
+    /// The order number.
+    pub out_trade_no: Option<String>,
+    /// WeChat Pay's transaction id.
+    pub transaction_id: Option<String>,
+    /// Your refund number.
+    pub out_refund_no: String,
+    /// WeChat Pay's refund id: the refund's identity.
+    pub refund_id: String,
+    /// `SUCCESS`, `CLOSED`, `ABNORMAL` (or `PROCESSING`).
+    pub refund_status: String,
+    /// RFC 3339 refund time, on success only.
+    pub success_time: Option<String>,
+    /// Where the money went, e.g. `支付用户零钱`.
+    pub user_received_account: Option<String>,
+    /// Amounts.
+    pub amount: RefundAmount,
+}
+
+/// The amount of a payment, in fen.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct Amount {
+    /// The order total.
+    pub total: i64,
+    /// What the payer paid after discounts.
+    pub payer_total: Option<i64>,
+    /// Currency of `total`, `CNY`.
+    pub currency: Option<String>,
+    /// Currency the payer paid in.
+    pub payer_currency: Option<String>,
+}
+
+/// The amount of a combine sub-order, in fen.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct SubOrderAmount {
+    /// The sub-order total.
+    pub total_amount: i64,
+    /// What the payer paid.
+    pub payer_amount: Option<i64>,
+    /// Currency.
+    pub currency: Option<String>,
+    /// Currency the payer paid in.
+    pub payer_currency: Option<String>,
+}
+
+/// Refund amounts, in fen.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct RefundAmount {
+    /// The original order total.
+    pub total: i64,
+    /// The refunded amount.
+    pub refund: i64,
+    /// What the payer paid.
+    pub payer_total: Option<i64>,
+    /// What goes back to the payer.
+    pub payer_refund: Option<i64>,
+}
+
+/// Device information.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct SceneInfo {
+    /// The merchant's device id.
+    pub device_id: Option<String>,
+}
+
+/// The payer of a direct payment. `Debug` redacts the openid (personal data).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct Payer {
+    /// The payer's openid under the merchant's app id.
+    pub openid: Option<String>,
+}
+
+/// The payer of a partner payment. `Debug` redacts the openids (personal data).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct PartnerPayer {
+    /// The payer's openid under the partner's app id.
+    pub sp_openid: Option<String>,
+    /// The payer's openid under the sub-merchant's app id.
+    pub sub_openid: Option<String>,
+}
+
+fn redacted(value: &Option<String>) -> &'static str {
+    if value.is_some() { "<redacted>" } else { "None" }
+}
+
+impl fmt::Debug for Payer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Payer")
+            .field("openid", &format_args!("{}", redacted(&self.openid)))
+            .finish()
+    }
+}
+
+impl fmt::Debug for PartnerPayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartnerPayer")
+            .field("sp_openid", &format_args!("{}", redacted(&self.sp_openid)))
+            .field("sub_openid", &format_args!("{}", redacted(&self.sub_openid)))
+            .finish()
+    }
+}
+
+impl Transaction {
+    /// Whether `trade_state` is `SUCCESS`: the only state in which an order may be marked paid.
+    pub fn is_success(&self) -> bool {
+        self.trade_state == "SUCCESS"
+    }
+}
+
+impl PartnerTransaction {
+    /// Whether `trade_state` is `SUCCESS`.
+    pub fn is_success(&self) -> bool {
+        self.trade_state == "SUCCESS"
+    }
+}
+
+impl Refund {
+    /// Whether `refund_status` is `SUCCESS`.
+    pub fn is_success(&self) -> bool {
+        self.refund_status == "SUCCESS"
+    }
+}
+
+/// Which model a resource needs, from `original_type`, `event_type` and a cheap look at
+/// the fields present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventKind {
+    Payment,
+    PartnerPayment,
+    CombinePayment,
+    Refund,
+    Other,
+}
+
+/// Only the fields that tell the transaction shapes apart; everything else is skipped.
+#[derive(Deserialize)]
+struct ShapeProbe {
+    sp_mchid: Option<serde::de::IgnoredAny>,
+    combine_out_trade_no: Option<serde::de::IgnoredAny>,
+}
+
+impl EventKind {
+    pub(crate) fn classify(
+        original_type: Option<&str>,
+        event_type: &str,
+        plaintext: &str,
+    ) -> Result<Self, serde_json::Error> {
+        let is_transaction = match original_type {
+            Some("transaction" | "combine_transaction") => true,
+            Some("refund") => return Ok(Self::Refund),
+            Some(_) => return Ok(Self::Other),
+            None if event_type.starts_with("REFUND.") => return Ok(Self::Refund),
+            None => event_type.starts_with("TRANSACTION."),
+        };
+        if !is_transaction {
+            return Ok(Self::Other);
+        }
+        let probe: ShapeProbe = serde_json::from_str(plaintext)?;
+        Ok(if probe.combine_out_trade_no.is_some() {
+            Self::CombinePayment
+        } else if probe.sp_mchid.is_some() {
+            Self::PartnerPayment
+        } else {
+            Self::Payment
+        })
+    }
+
+    pub(crate) fn parse(self, plaintext: &str) -> Result<Event, serde_json::Error> {
+        Ok(match self {
+            Self::Payment => Event::Payment(serde_json::from_str(plaintext)?),
+            Self::PartnerPayment => Event::PartnerPayment(serde_json::from_str(plaintext)?),
+            Self::CombinePayment => Event::CombinePayment(serde_json::from_str(plaintext)?),
+            Self::Refund => Event::Refund(serde_json::from_str(plaintext)?),
+            Self::Other => {
+                // Still insist on JSON: a resource that is not JSON is a broken notification.
+                serde_json::from_str::<serde::de::IgnoredAny>(plaintext)?;
+                Event::Other
+            }
+        })
+    }
+
+    pub(crate) fn model_name(self) -> &'static str {
+        match self {
+            Self::Payment => "payment",
+            Self::PartnerPayment => "partner payment",
+            Self::CombinePayment => "combine payment",
+            Self::Refund => "refund",
+            Self::Other => "json",
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! [`WechatPayLayer`]: configuration, and the layer that wraps a service in [`WechatPay`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::HeaderMap;
+use tower::Layer;
+use zeroize::Zeroize;
+
+use crate::backend::ResourceCipher;
+use crate::error::{ConfigError, Rejection};
+use crate::key_ring::KeyRing;
+use crate::notification::Notification;
+use crate::pipeline::{Pipeline, system_clock};
+use crate::reply::SuccessReply;
+use crate::service::WechatPay;
+
+/// The default timestamp window: WeChat Pay's documented five minutes.
+pub const DEFAULT_TIMESTAMP_TOLERANCE: Duration = Duration::from_secs(300);
+/// The default body limit. Real notifications are 1–2 KiB.
+pub const DEFAULT_MAX_BODY_SIZE: usize = 64 * 1024;
+
+/// A [`tower::Layer`] that verifies, decrypts and answers WeChat Pay APIv3 notifications.
+///
+/// Requests reach the inner service only after their signature, timestamp and resource
+/// were checked; the inner service finds a [`Notification`] in the request extensions.
+/// Its answer is then rewritten into exactly what WeChat Pay requires. See
+/// [the crate docs](crate) for the full path of a request and the table of answers.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_wechatpay::{SuccessReply, WechatPayLayer};
+/// # use tower_wechatpay::test_util::{TEST_APIV3_KEY, TEST_PUBLIC_KEY_ID, TEST_PUBLIC_KEY_PEM, TEST_CERTIFICATE_PEM};
+///
+/// # fn main() -> Result<(), tower_wechatpay::ConfigError> {
+/// let layer = WechatPayLayer::new(TEST_APIV3_KEY)?
+///     .add_public_key(TEST_PUBLIC_KEY_ID, TEST_PUBLIC_KEY_PEM)?
+///     .add_certificate(TEST_CERTIFICATE_PEM)?
+///     .timestamp_tolerance(Duration::from_secs(300))
+///     .max_body_size(64 * 1024)
+///     .success_reply(SuccessReply::NoContent);
+/// assert_eq!(layer.keys().len(), 2);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct WechatPayLayer {
+    pipeline: Arc<Pipeline>,
+}
+
+impl WechatPayLayer {
+    /// A layer that decrypts with this APIv3 key (the 32-character key set in the merchant
+    /// platform; its bytes are the AES-256 key) and has no verification keys yet.
+    ///
+    /// # Errors
+    /// [`ConfigError::ApiV3KeyLength`] unless the key is exactly 32 bytes.
+    pub fn new(api_v3_key: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
+        let given = api_v3_key.as_ref();
+        let mut key: [u8; 32] = given
+            .try_into()
+            .map_err(|_| ConfigError::ApiV3KeyLength { len: given.len() })?;
+        let cipher = ResourceCipher::new(&key);
+        key.zeroize();
+        let cipher = cipher.map_err(|_| ConfigError::ApiV3KeyLength { len: given.len() })?;
+        Ok(Self {
+            pipeline: Arc::new(Pipeline {
+                keys: KeyRing::new(),
+                cipher: Arc::new(cipher),
+                tolerance_secs: DEFAULT_TIMESTAMP_TOLERANCE.as_secs(),
+                max_body_size: DEFAULT_MAX_BODY_SIZE,
+                clock: system_clock(),
+                success: SuccessReply::default(),
+                probes: Arc::new(AtomicU64::new(0)),
+            }),
+        })
+    }
+
+    /// Adds a WeChat Pay public key; see [`KeyRing::add_public_key`].
+    ///
+    /// # Errors
+    /// As [`KeyRing::add_public_key`].
+    pub fn add_public_key(self, id: &str, pem: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
+        self.pipeline.keys.add_public_key(id, pem)?;
+        Ok(self)
+    }
+
+    /// Adds a platform certificate; see [`KeyRing::add_certificate`].
+    ///
+    /// # Errors
+    /// As [`KeyRing::add_certificate`].
+    pub fn add_certificate(self, pem: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
+        self.pipeline.keys.add_certificate(pem)?;
+        Ok(self)
+    }
+
+    /// Uses this key ring (and drops the keys added so far). Keep a clone of `keys` to add
+    /// or remove keys while the server runs.
+    pub fn key_ring(self, keys: KeyRing) -> Self {
+        self.with(|pipeline| pipeline.keys = keys)
+    }
+
+    /// The key ring; changes to it apply to every service this layer made.
+    pub fn keys(&self) -> &KeyRing {
+        &self.pipeline.keys
+    }
+
+    /// How far `Wechatpay-Timestamp` may be from now, in either direction (default 300 s).
+    /// Whole seconds; a request exactly at the edge is accepted.
+    pub fn timestamp_tolerance(self, tolerance: Duration) -> Self {
+        self.with(|pipeline| pipeline.tolerance_secs = tolerance.as_secs())
+    }
+
+    /// The largest body accepted, in bytes (default 64 KiB); larger bodies get 413.
+    pub fn max_body_size(self, limit: usize) -> Self {
+        self.with(|pipeline| pipeline.max_body_size = limit)
+    }
+
+    /// How a notification the handler accepted is acknowledged (default 204).
+    pub fn success_reply(self, reply: SuccessReply) -> Self {
+        self.with(|pipeline| pipeline.success = reply)
+    }
+
+    /// The clock, as Unix seconds. Tests set a fixed one; the default is the system clock.
+    pub fn clock(self, now: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        self.with(|pipeline| pipeline.clock = Arc::new(now))
+    }
+
+    /// How many `WECHATPAY/SIGNTEST/` signature probes this layer (and every service it
+    /// made) has refused.
+    pub fn probes_seen(&self) -> u64 {
+        self.pipeline.probes.load(Ordering::Relaxed)
+    }
+
+    /// Verifies and decrypts one notification without tower: the same checks as the
+    /// service, over the exact body bytes. Useful for other frameworks and for tests.
+    ///
+    /// # Errors
+    /// The [`Rejection`] the service would answer with.
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Notification, Rejection> {
+        let checked = self.pipeline.check_headers(headers)?;
+        self.pipeline.open(&checked, body)
+    }
+
+    // Builder steps run before the layer is shared; if it was cloned already, the change
+    // applies to this copy only (the key ring and probe counter stay shared).
+    fn with(mut self, change: impl FnOnce(&mut Pipeline)) -> Self {
+        match Arc::get_mut(&mut self.pipeline) {
+            Some(pipeline) => change(pipeline),
+            None => {
+                let mut pipeline = self.pipeline.as_ref().clone();
+                change(&mut pipeline);
+                self.pipeline = Arc::new(pipeline);
+            }
+        }
+        self
+    }
+}
+
+impl<S> Layer<S> for WechatPayLayer {
+    type Service = WechatPay<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WechatPay::new(inner, Arc::clone(&self.pipeline))
+    }
+}
+
+impl fmt::Debug for WechatPayLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WechatPayLayer")
+            .field("api_v3_key", &format_args!("<redacted>"))
+            .field("keys", &self.pipeline.keys)
+            .field("tolerance_secs", &self.pipeline.tolerance_secs)
+            .field("max_body_size", &self.pipeline.max_body_size)
+            .field("success", &self.pipeline.success)
+            .finish()
+    }
+}

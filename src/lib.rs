@@ -1,0 +1,114 @@
+//! Receive WeChat Pay APIv3 notifications (回调通知) in any tower-based server, correctly.
+//!
+//! [`WechatPayLayer`] wraps a service (an axum `Router`, a hyper service, any
+//! `tower::Service`). For every request it:
+//!
+//! 1. refuses a `Content-Length` over the limit (413) and missing `Wechatpay-Timestamp`,
+//!    `-Nonce`, `-Signature` or `-Serial` headers (400) before reading the body; a
+//!    `Wechatpay-Signature-Type` other than `WECHATPAY2-SHA256-RSA2048` is refused (400);
+//! 2. refuses a timestamp more than the tolerance (300 s) from now, either way (401);
+//! 3. picks the key named by `Wechatpay-Serial` from its [`KeyRing`] (public keys and
+//!    platform certificates at once; unknown serial: 401, logged as an error);
+//! 4. reads the body up to the limit (413 beyond it) and verifies RSA-SHA256 over the exact
+//!    bytes `timestamp\nnonce\nbody\n` (401 on any failure, including WeChat Pay's
+//!    `WECHATPAY/SIGNTEST/` probes, which are counted and logged as probes);
+//! 5. decrypts the AES-256-GCM resource with the APIv3 key. A genuine notification we
+//!    cannot parse or decrypt is ours to fix, so it gets 500 and WeChat Pay retries;
+//! 6. calls the inner service with the original body and a [`Notification`] in the request
+//!    extensions;
+//! 7. answers WeChat Pay from the inner result:
+//!
+//! | inner result | answer |
+//! |---|---|
+//! | `Ok`, 2xx | 204, empty (or 200, see [`SuccessReply`]) |
+//! | `Ok`, 4xx or 5xx | same status, `{"code":"FAIL","message":"handler failed"}` |
+//! | `Ok`, 1xx or 3xx | 500, FAIL body |
+//! | `Err(_)` | 500, FAIL body (the error is logged, not sent) |
+//!
+//! Every failure answer is `application/json` `{"code":"FAIL","message":…}` with a short
+//! message that never echoes request data, and carries a [`Rejection`] in its extensions.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{Extension, Router, routing::post};
+//! use http::StatusCode;
+//! use tower::ServiceExt;
+//! use tower_wechatpay::{Notification, WechatPayLayer};
+//! # use tower_wechatpay::test_util::{TestSigner, sample_payment, TEST_APIV3_KEY, TEST_PUBLIC_KEY_ID, TEST_PUBLIC_KEY_PEM};
+//!
+//! async fn paid(Extension(notification): Extension<Notification>) -> StatusCode {
+//!     match notification.payment() {
+//!         Some(payment) if payment.is_success() => StatusCode::NO_CONTENT, // record it, then ack
+//!         _ => StatusCode::NO_CONTENT,
+//!     }
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let layer = WechatPayLayer::new(TEST_APIV3_KEY)?
+//!     .add_public_key(TEST_PUBLIC_KEY_ID, TEST_PUBLIC_KEY_PEM)?;
+//! let app = Router::new()
+//!     .route("/wechatpay/notify", post(paid))
+//!     .layer(layer);
+//!
+//! # let signed = TestSigner::public_key_mode().notification("TRANSACTION.SUCCESS", &sample_payment()).build()?;
+//! let response = app.oneshot(signed.into_request_to("/wechatpay/notify")).await?;
+//! assert_eq!(response.status(), StatusCode::NO_CONTENT);
+//! # Ok(()) }
+//! ```
+//!
+//! # Order
+//!
+//! Put tracing and metrics layers outside this one (they see the final status and the
+//! [`Rejection`]); put nothing that reads or rewrites the body between the server and this
+//! layer: the signature covers the exact bytes WeChat Pay sent. This layer enforces its own
+//! body limit.
+//!
+//! # Security
+//!
+//! - The replay window is the timestamp tolerance (default 300 s, both directions); WeChat
+//!   Pay re-signs every retry, so a shorter window costs nothing but clock-skew headroom.
+//! - Probes (`WECHATPAY/SIGNTEST/`) are refused like any bad signature and counted
+//!   ([`WechatPayLayer::probes_seen`]); WeChat Pay resends them correctly signed.
+//! - Keys are parsed once, when added; the APIv3 key is copied into the cipher and the copy
+//!   zeroized. `Debug` output never shows a key, the decrypted resource or a payer's openid.
+//! - Idempotency stays the handler's job: the same notification arrives more than once.
+//!
+//! # Crypto backends
+//!
+//! `aws-lc-rs` (default) or `rustcrypto` (pure Rust: `default-features = false,
+//! features = ["rustcrypto"]`). Exactly one must be enabled.
+
+mod backend;
+mod body;
+mod decrypt;
+mod error;
+mod event;
+mod future;
+mod key_ring;
+mod layer;
+mod notification;
+mod pipeline;
+mod reply;
+mod service;
+mod verify;
+
+#[cfg(feature = "test-util")]
+pub mod test_util;
+
+pub use body::BufferedBody;
+pub use error::{ConfigError, Rejection, RejectionKind};
+pub use event::{
+    Amount, CombineTransaction, Event, PartnerPayer, PartnerTransaction, Payer, Refund,
+    RefundAmount, SceneInfo, SubOrder, SubOrderAmount, Transaction,
+};
+pub use future::ResponseFuture;
+pub use key_ring::KeyRing;
+pub use layer::{DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMESTAMP_TOLERANCE, WechatPayLayer};
+pub use notification::Notification;
+pub use reply::SuccessReply;
+pub use service::WechatPay;
+
+/// The crypto backend this build uses: `"aws-lc-rs"` or `"rustcrypto"`.
+pub const CRYPTO_BACKEND: &str = backend::BACKEND_NAME;

@@ -1,0 +1,232 @@
+//! The shared state of a layer and the steps a request goes through, with their logs.
+//!
+//! Nothing here knows about tower: [`Pipeline::check_headers`] runs before the body is read,
+//! [`Pipeline::open`] after, and [`Pipeline::answer`] turns the handler's result into the
+//! reply WeChat Pay requires.
+
+use std::fmt::Display;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::{HeaderMap, Response};
+
+use crate::backend::ResourceCipher;
+use crate::body::BufferedBody;
+use crate::decrypt::{decrypt_resource, parse_envelope};
+use crate::error::{Rejection, RejectionKind};
+use crate::event::EventKind;
+use crate::key_ring::KeyRing;
+use crate::notification::{Fields, Notification};
+use crate::reply::{self, SuccessReply};
+use crate::verify::{CheckedHeaders, HeaderProblem, check_headers, verify_signature};
+
+/// Unix seconds now; injectable so tests never sleep.
+pub(crate) type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+pub(crate) fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+            })
+    })
+}
+
+/// Everything a request needs, shared by every clone of the service.
+#[derive(Clone)]
+pub(crate) struct Pipeline {
+    pub(crate) keys: KeyRing,
+    pub(crate) cipher: Arc<ResourceCipher>,
+    pub(crate) tolerance_secs: u64,
+    pub(crate) max_body_size: usize,
+    pub(crate) clock: Clock,
+    pub(crate) success: SuccessReply,
+    pub(crate) probes: Arc<AtomicU64>,
+}
+
+impl Pipeline {
+    /// The checks that need no body. Logs each refusal at the level it deserves.
+    pub(crate) fn check_headers(&self, headers: &HeaderMap) -> Result<CheckedHeaders, Rejection> {
+        let now = (self.clock)();
+        check_headers(headers, &self.keys, now, self.tolerance_secs).map_err(|problem| {
+            match problem {
+                HeaderProblem::Probe => {
+                    let seen = self.probes.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::info!(
+                        probes_seen = seen,
+                        "refused a WeChat Pay signature probe (WECHATPAY/SIGNTEST/); \
+                         WeChat Pay resends it correctly signed"
+                    );
+                    Rejection::new(
+                        RejectionKind::SignatureProbe,
+                        "signature verification failed",
+                    )
+                }
+                HeaderProblem::UnknownSerial { serial, hint } => {
+                    tracing::error!(
+                        serial = %serial,
+                        "refused a notification signed with an unknown Wechatpay-Serial: {hint}"
+                    );
+                    Rejection::new(RejectionKind::UnknownSerial, "unknown wechatpay-serial")
+                }
+                HeaderProblem::Rejected(rejection) => {
+                    if rejection.kind() == RejectionKind::TimestampOutOfWindow {
+                        tracing::warn!(
+                            now,
+                            tolerance_secs = self.tolerance_secs,
+                            timestamp = ?headers.get(crate::verify::TIMESTAMP),
+                            "refused a notification outside the timestamp window \
+                             (replayed, or a clock is off)"
+                        );
+                    } else {
+                        tracing::warn!(reason = %rejection, "refused a notification request");
+                    }
+                    rejection
+                }
+            }
+        })
+    }
+
+    /// Everything after the body is in: size, signature, envelope, decryption, model.
+    pub(crate) fn open(
+        &self,
+        checked: &CheckedHeaders,
+        body: &[u8],
+    ) -> Result<Notification, Rejection> {
+        let serial = checked.key.serial.as_str();
+        if body.len() > self.max_body_size {
+            tracing::warn!(len = body.len(), "refused a notification body over the limit");
+            return Err(Rejection::new(RejectionKind::BodyTooLarge, "body too large"));
+        }
+        if let Err(rejection) = verify_signature(checked, body) {
+            tracing::warn!(
+                serial,
+                "refused a notification whose signature does not verify \
+                 (forged, altered in transit, or the key for this serial is wrong)"
+            );
+            return Err(rejection);
+        }
+        // From here on the request is genuine: every failure is ours to fix and must
+        // make WeChat Pay retry (500), never be acknowledged.
+        let envelope = parse_envelope(body).inspect_err(|_| {
+            tracing::error!(
+                serial,
+                "a correctly signed notification has an envelope we cannot parse; \
+                 answering 500 so WeChat Pay retries"
+            );
+        })?;
+        let event_type = envelope.event_type.as_deref().unwrap_or_default();
+        let plaintext = decrypt_resource(&self.cipher, &envelope.resource).inspect_err(
+            |rejection| match rejection.kind() {
+                RejectionKind::UnsupportedAlgorithm => tracing::error!(
+                    id = %envelope.id,
+                    event_type,
+                    algorithm = %envelope.resource.algorithm,
+                    "a correctly signed notification uses an unsupported resource algorithm; \
+                     answering 500 so WeChat Pay retries"
+                ),
+                _ => tracing::error!(
+                    id = %envelope.id,
+                    event_type,
+                    "could not decrypt a correctly signed notification: the APIv3 key is most \
+                     likely wrong (or was reset in the merchant platform); answering 500 so \
+                     WeChat Pay retries"
+                ),
+            },
+        )?;
+        let original_type = envelope.resource.original_type.as_deref();
+        // Not JSON at all fails again, with the right message, in `parse`.
+        let kind = EventKind::classify(original_type, event_type, &plaintext)
+            .unwrap_or(EventKind::Other);
+        let event = kind.parse(&plaintext).map_err(|error| {
+            // serde's message can quote the payload: log only where and how it failed.
+            tracing::error!(
+                id = %envelope.id,
+                event_type,
+                model = kind.model_name(),
+                category = ?error.classify(),
+                line = error.line(),
+                column = error.column(),
+                "a correctly signed notification decrypted to a resource that does not match \
+                 its model (schema drift?); answering 500 so WeChat Pay retries"
+            );
+            Rejection::new(RejectionKind::MalformedResource, "malformed resource")
+        })?;
+        tracing::info!(
+            id = %envelope.id,
+            event_type,
+            serial,
+            "verified and decrypted a notification"
+        );
+        Ok(Notification::new(Fields {
+            id: envelope.id.into_owned(),
+            create_time: envelope.create_time.map(Into::into),
+            event_type: event_type.to_owned(),
+            resource_type: envelope.resource_type.map(Into::into),
+            summary: envelope.summary.map(Into::into),
+            original_type: original_type.map(Into::into),
+            associated_data: envelope.resource.associated_data.map(Into::into),
+            serial: serial.to_owned(),
+            resource_json: plaintext,
+            event,
+        }))
+    }
+
+    /// Turns the handler's result into exactly what WeChat Pay needs: 2xx becomes the
+    /// configured success reply, 4xx/5xx keep their status with a FAIL body, anything else
+    /// (an error, 1xx, 3xx) becomes 500 so WeChat Pay retries. The handler's response
+    /// extensions are kept for outer layers.
+    pub(crate) fn answer<B, E: Display>(
+        &self,
+        result: Result<Response<B>, E>,
+        notification: &Notification,
+    ) -> Response<BufferedBody> {
+        let id = notification.id();
+        let event_type = notification.event_type();
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::error!(
+                    id,
+                    event_type,
+                    %error,
+                    "the handler failed with an error; answering 500 so WeChat Pay retries"
+                );
+                return reply::failure(Rejection::new(
+                    RejectionKind::HandlerError,
+                    "handler error",
+                ));
+            }
+        };
+        let status = response.status();
+        let extensions = response.into_parts().0.extensions;
+        let mut answer = if status.is_success() {
+            tracing::debug!(id, event_type, %status, "the handler acknowledged the notification");
+            reply::success(self.success)
+        } else if status.is_client_error() || status.is_server_error() {
+            tracing::warn!(
+                id,
+                event_type,
+                %status,
+                "the handler asked for a retry; WeChat Pay will resend this notification"
+            );
+            reply::failure(Rejection::handler_failed(status))
+        } else {
+            tracing::error!(
+                id,
+                event_type,
+                %status,
+                "the handler answered a status that is neither success nor failure; \
+                 answering 500 so WeChat Pay retries"
+            );
+            reply::failure(Rejection::new(
+                RejectionKind::UnexpectedHandlerStatus,
+                "unexpected handler status",
+            ))
+        };
+        let ours = std::mem::replace(answer.extensions_mut(), extensions);
+        answer.extensions_mut().extend(ours);
+        answer
+    }
+}

@@ -288,29 +288,56 @@ impl NotificationBuilder<'_> {
             json!(self.summary),
             resource,
         );
-        let timestamp = self.timestamp.unwrap_or_else(now).to_string();
+        let serial = self.serial.unwrap_or_else(|| self.signer.serial.clone());
+        let timestamp = self.timestamp.unwrap_or_else(now);
+        self.signer.sign(body, timestamp, &self.nonce, &serial)
+    }
+}
+
+impl TestSigner {
+    /// Signs `body` exactly as given (a genuine request, whatever the body holds), with
+    /// this signer's serial and a fresh nonce.
+    ///
+    /// # Errors
+    /// Never with the bundled keys.
+    pub fn sign_body(
+        &self,
+        body: impl Into<Bytes>,
+        timestamp: i64,
+    ) -> Result<SignedNotification, ConfigError> {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let nonce = format!("{:032X}", u128::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        self.sign(body, timestamp, &nonce, &self.serial)
+    }
+
+    fn sign(
+        &self,
+        body: impl Into<Bytes>,
+        timestamp: i64,
+        nonce: &str,
+        serial: &str,
+    ) -> Result<SignedNotification, ConfigError> {
+        let body = body.into();
+        let timestamp = timestamp.to_string();
         let signature = self
-            .signer
             .key
             .sign(&signed_message_parts(
                 timestamp.as_bytes(),
-                self.nonce.as_bytes(),
-                body.as_bytes(),
+                nonce.as_bytes(),
+                &body,
             ))
             .map_err(|_| ConfigError::InvalidPrivateKey)?;
-        let serial = self.serial.unwrap_or_else(|| self.signer.serial.clone());
-        let mut signed = SignedNotification {
+        let signed = SignedNotification {
             headers: HeaderMap::new(),
-            body: Bytes::from(body),
+            body,
         };
-        signed = signed
+        Ok(signed
             .with_header("content-type", "application/json")
             .with_header("wechatpay-timestamp", &timestamp)
-            .with_header("wechatpay-nonce", &self.nonce)
-            .with_header("wechatpay-serial", &serial)
+            .with_header("wechatpay-nonce", nonce)
+            .with_header("wechatpay-serial", serial)
             .with_header("wechatpay-signature", &STANDARD.encode(signature))
-            .with_header("wechatpay-signature-type", "WECHATPAY2-SHA256-RSA2048");
-        Ok(signed)
+            .with_header("wechatpay-signature-type", "WECHATPAY2-SHA256-RSA2048"))
     }
 }
 

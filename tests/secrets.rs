@@ -1,0 +1,95 @@
+//! Secrets and payer data never reach `Debug` output or logs, even at TRACE; the logs do
+//! say what an operator needs: envelope id, event type, serial and outcome.
+//!
+//! The only test in this binary: tracing caches callsite interest per process, so a test
+//! logging without a subscriber first would hide events from this one.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use http::StatusCode;
+use support::{NOW, send_signed, test_layer};
+use tower_wechatpay::test_util::{
+    TEST_APIV3_KEY, TEST_PUBLIC_KEY_ID, TestSigner, sample_payment,
+};
+
+const OPENID: &str = "oTestOpenid0000000000000SECRET";
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_at_trace_never_contain_secrets_or_payer_data() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let signer = TestSigner::public_key_mode();
+    let genuine = signer
+        .notification("TRANSACTION.SUCCESS", &sample_payment())
+        .timestamp(NOW)
+        .build()
+        .unwrap();
+    let signature = genuine.headers["wechatpay-signature"].to_str().unwrap().to_owned();
+    let layer = test_layer();
+
+    // Accepted, handler failed, forged, probe, unknown serial, stale, wrong APIv3 key.
+    let (answer, seen) = send_signed(&layer, genuine.clone()).await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    let id = seen.last().0.id().to_owned();
+    let plaintext = seen.last().0.resource_json().to_owned();
+    send_signed(&layer, genuine.clone().with_body(&b"{\"x\":1}"[..])).await;
+    send_signed(&layer, genuine.clone().into_probe()).await;
+    send_signed(
+        &layer,
+        genuine
+            .clone()
+            .with_header("wechatpay-serial", "PUB_KEY_ID_0000000000000000000000000000000077"),
+    )
+    .await;
+    send_signed(&layer, genuine.clone().with_header("wechatpay-timestamp", "1")).await;
+    let wrong_key = signer
+        .notification("TRANSACTION.SUCCESS", &sample_payment())
+        .timestamp(NOW)
+        .encrypted_with(b"AnotherApiV3KeyAnotherApiV3Key00")
+        .build()
+        .unwrap();
+    send_signed(&layer, wrong_key).await;
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for secret in [TEST_APIV3_KEY, OPENID, &plaintext, &signature, &signature[..40]] {
+        assert!(!logs.contains(secret), "logs leak {secret:.20}…:\n{logs}");
+    }
+    assert!(!logs.contains("4200830166131860913909960308"), "no resource field in logs");
+    for needed in [
+        id.as_str(),
+        "TRANSACTION.SUCCESS",
+        TEST_PUBLIC_KEY_ID,
+        "PUB_KEY_ID_0000000000000000000000000000000077",
+        "verified and decrypted",
+        "signature probe",
+        "does not verify",
+        "timestamp window",
+        "APIv3 key is most likely wrong",
+        "add the matching public key",
+    ] {
+        assert!(logs.contains(needed), "logs should mention {needed:?}:\n{logs}");
+    }
+}

@@ -1,0 +1,109 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tower_wechatpay::{BufferedBody, Notification, Rejection, WechatPayLayer};
+use tower_wechatpay::test_util::SignedNotification;
+
+/// A fixed "now" for tests that use the test signer.
+pub const NOW: i64 = 1_764_300_000;
+
+/// What the handler saw.
+#[derive(Clone, Default)]
+pub struct Seen(pub Arc<Mutex<Vec<(Notification, Bytes)>>>);
+
+impl Seen {
+    pub fn count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> (Notification, Bytes) {
+        self.0.lock().unwrap().last().cloned().expect("the handler ran")
+    }
+}
+
+/// A handler that records the notification and body it got and answers `status`.
+pub fn recording(
+    seen: Seen,
+    status: StatusCode,
+) -> impl tower::Service<
+    Request<BufferedBody>,
+    Response = Response<BufferedBody>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    tower::service_fn(move |request: Request<BufferedBody>| {
+        let seen = seen.clone();
+        async move {
+            let notification = request
+                .extensions()
+                .get::<Notification>()
+                .cloned()
+                .expect("the layer inserts the notification");
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            seen.0.lock().unwrap().push((notification, body));
+            let mut response = Response::new(BufferedBody::empty());
+            *response.status_mut() = status;
+            Ok::<_, Infallible>(response)
+        }
+    })
+}
+
+/// The test layer (both test keys), with the clock at [`NOW`].
+pub fn test_layer() -> WechatPayLayer {
+    tower_wechatpay::test_util::TestSigner::public_key_mode()
+        .layer()
+        .unwrap()
+        .clock(|| NOW)
+}
+
+/// The answer, split up.
+pub struct Answer {
+    pub status: StatusCode,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+    pub rejection: Option<Rejection>,
+}
+
+impl Answer {
+    pub fn fail_message(&self) -> String {
+        let value: serde_json::Value =
+            serde_json::from_slice(&self.body).expect("a FAIL body is JSON");
+        assert_eq!(value["code"], "FAIL", "body: {value}");
+        assert_eq!(self.content_type.as_deref(), Some("application/json"));
+        value["message"].as_str().expect("message is a string").to_owned()
+    }
+}
+
+pub async fn answer(response: Response<BufferedBody>) -> Answer {
+    let (parts, body) = response.into_parts();
+    Answer {
+        status: parts.status,
+        content_type: parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|value| value.to_str().unwrap().to_owned()),
+        body: body.collect().await.unwrap().to_bytes(),
+        rejection: parts.extensions.get::<Rejection>().cloned(),
+    }
+}
+
+/// Sends one request through `layer` around a recording handler answering 200.
+pub async fn send(layer: &WechatPayLayer, request: Request<BufferedBody>) -> (Answer, Seen) {
+    let seen = Seen::default();
+    let service = tower::ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(recording(seen.clone(), StatusCode::OK));
+    let response = service.oneshot(request).await.unwrap();
+    (answer(response).await, seen)
+}
+
+pub async fn send_signed(layer: &WechatPayLayer, signed: SignedNotification) -> (Answer, Seen) {
+    send(layer, signed.into_request()).await
+}

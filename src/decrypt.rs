@@ -88,7 +88,10 @@ pub(crate) fn decrypt_resource(
         .as_deref()
         .unwrap_or_default()
         .as_bytes();
-    let plaintext_len = cipher.open(nonce, aad, &mut buffer).map_err(|_| failed())?.len();
+    let plaintext_len = cipher
+        .open(nonce, aad, &mut buffer)
+        .map_err(|_| failed())?
+        .len();
     buffer.truncate(plaintext_len);
     String::from_utf8(buffer).map_err(|_| {
         Rejection::new(

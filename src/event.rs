@@ -249,7 +249,11 @@ pub struct PartnerPayer {
 }
 
 fn redacted(value: &Option<String>) -> &'static str {
-    if value.is_some() { "<redacted>" } else { "None" }
+    if value.is_some() {
+        "<redacted>"
+    } else {
+        "None"
+    }
 }
 
 impl fmt::Debug for Payer {
@@ -264,7 +268,10 @@ impl fmt::Debug for PartnerPayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PartnerPayer")
             .field("sp_openid", &format_args!("{}", redacted(&self.sp_openid)))
-            .field("sub_openid", &format_args!("{}", redacted(&self.sub_openid)))
+            .field(
+                "sub_openid",
+                &format_args!("{}", redacted(&self.sub_openid)),
+            )
             .finish()
     }
 }

@@ -111,6 +111,8 @@ where
 {
     type Output = Result<Response<BufferedBody>, S::Error>;
 
+    // The only `expect`s: polling a finished future is a caller bug, not request data.
+    #[allow(clippy::expect_used)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {

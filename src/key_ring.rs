@@ -86,7 +86,11 @@ impl KeyRing {
         if !id.starts_with(PUBLIC_KEY_ID_PREFIX) || id.len() == PUBLIC_KEY_ID_PREFIX.len() {
             return Err(ConfigError::PublicKeyIdFormat);
         }
-        let der = decode_pem(pem.as_ref(), &["PUBLIC KEY", "RSA PUBLIC KEY"], "public key")?;
+        let der = decode_pem(
+            pem.as_ref(),
+            &["PUBLIC KEY", "RSA PUBLIC KEY"],
+            "public key",
+        )?;
         let verifying_key =
             VerifyingKey::from_der(&der).map_err(|_| ConfigError::InvalidPublicKey)?;
         self.insert(id.to_owned(), verifying_key);
@@ -136,11 +140,7 @@ impl KeyRing {
 
     /// The serials and public key ids present, sorted.
     pub fn serials(&self) -> Vec<String> {
-        let mut serials: Vec<String> = self
-            .read()
-            .values()
-            .map(|key| key.serial.clone())
-            .collect();
+        let mut serials: Vec<String> = self.read().values().map(|key| key.serial.clone()).collect();
         serials.sort();
         serials
     }

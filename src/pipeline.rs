@@ -49,8 +49,8 @@ impl Pipeline {
     /// The checks that need no body. Logs each refusal at the level it deserves.
     pub(crate) fn check_headers(&self, headers: &HeaderMap) -> Result<CheckedHeaders, Rejection> {
         let now = (self.clock)();
-        check_headers(headers, &self.keys, now, self.tolerance_secs).map_err(|problem| {
-            match problem {
+        check_headers(headers, &self.keys, now, self.tolerance_secs).map_err(
+            |problem| match problem {
                 HeaderProblem::Probe => {
                     let seen = self.probes.fetch_add(1, Ordering::Relaxed) + 1;
                     tracing::info!(
@@ -84,8 +84,8 @@ impl Pipeline {
                     }
                     rejection
                 }
-            }
-        })
+            },
+        )
     }
 
     /// Everything after the body is in: size, signature, envelope, decryption, model.
@@ -96,8 +96,14 @@ impl Pipeline {
     ) -> Result<Notification, Rejection> {
         let serial = checked.key.serial.as_str();
         if body.len() > self.max_body_size {
-            tracing::warn!(len = body.len(), "refused a notification body over the limit");
-            return Err(Rejection::new(RejectionKind::BodyTooLarge, "body too large"));
+            tracing::warn!(
+                len = body.len(),
+                "refused a notification body over the limit"
+            );
+            return Err(Rejection::new(
+                RejectionKind::BodyTooLarge,
+                "body too large",
+            ));
         }
         if let Err(rejection) = verify_signature(checked, body) {
             tracing::warn!(
@@ -117,28 +123,29 @@ impl Pipeline {
             );
         })?;
         let event_type = envelope.event_type.as_deref().unwrap_or_default();
-        let plaintext = decrypt_resource(&self.cipher, &envelope.resource).inspect_err(
-            |rejection| match rejection.kind() {
-                RejectionKind::UnsupportedAlgorithm => tracing::error!(
-                    id = %envelope.id,
-                    event_type,
-                    algorithm = %envelope.resource.algorithm,
-                    "a correctly signed notification uses an unsupported resource algorithm; \
-                     answering 500 so WeChat Pay retries"
-                ),
-                _ => tracing::error!(
-                    id = %envelope.id,
-                    event_type,
-                    "could not decrypt a correctly signed notification: the APIv3 key is most \
-                     likely wrong (or was reset in the merchant platform); answering 500 so \
-                     WeChat Pay retries"
-                ),
-            },
-        )?;
+        let plaintext =
+            decrypt_resource(&self.cipher, &envelope.resource).inspect_err(|rejection| {
+                match rejection.kind() {
+                    RejectionKind::UnsupportedAlgorithm => tracing::error!(
+                        id = %envelope.id,
+                        event_type,
+                        algorithm = %envelope.resource.algorithm,
+                        "a correctly signed notification uses an unsupported resource algorithm; \
+                         answering 500 so WeChat Pay retries"
+                    ),
+                    _ => tracing::error!(
+                        id = %envelope.id,
+                        event_type,
+                        "could not decrypt a correctly signed notification: the APIv3 key is most \
+                         likely wrong (or was reset in the merchant platform); answering 500 so \
+                         WeChat Pay retries"
+                    ),
+                }
+            })?;
         let original_type = envelope.resource.original_type.as_deref();
         // Not JSON at all fails again, with the right message, in `parse`.
-        let kind = EventKind::classify(original_type, event_type, &plaintext)
-            .unwrap_or(EventKind::Other);
+        let kind =
+            EventKind::classify(original_type, event_type, &plaintext).unwrap_or(EventKind::Other);
         let event = kind.parse(&plaintext).map_err(|error| {
             // serde's message can quote the payload: log only where and how it failed.
             tracing::error!(

@@ -86,7 +86,10 @@ mod tests {
 
     #[test]
     fn success_variants() {
-        assert_eq!(success(SuccessReply::NoContent).status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            success(SuccessReply::NoContent).status(),
+            StatusCode::NO_CONTENT
+        );
         assert_eq!(success(SuccessReply::OkEmpty).status(), StatusCode::OK);
         let legacy = success(SuccessReply::OkLegacyJson);
         assert_eq!(legacy.status(), StatusCode::OK);

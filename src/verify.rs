@@ -44,13 +44,14 @@ pub(crate) fn check_headers(
     now: i64,
     tolerance_secs: u64,
 ) -> Result<CheckedHeaders, HeaderProblem> {
-    if let Some(kind) = headers.get(SIGNATURE_TYPE) {
-        if kind.as_bytes() != RSA_SIGNATURE_TYPE {
-            return Err(reject(
-                RejectionKind::UnsupportedSignatureType,
-                "unsupported wechatpay-signature-type",
-            ));
-        }
+    if headers
+        .get(SIGNATURE_TYPE)
+        .is_some_and(|kind| kind.as_bytes() != RSA_SIGNATURE_TYPE)
+    {
+        return Err(reject(
+            RejectionKind::UnsupportedSignatureType,
+            "unsupported wechatpay-signature-type",
+        ));
     }
     let timestamp = required(headers, TIMESTAMP, "missing wechatpay-timestamp header")?;
     let nonce = required(headers, NONCE, "missing wechatpay-nonce header")?;
@@ -100,7 +101,8 @@ pub(crate) fn check_headers(
 
 /// Verifies the signature over `timestamp\nnonce\nbody\n`, built from the exact bytes.
 pub(crate) fn verify_signature(checked: &CheckedHeaders, body: &[u8]) -> Result<(), Rejection> {
-    let message = signed_message_parts(checked.timestamp.as_bytes(), checked.nonce.as_bytes(), body);
+    let message =
+        signed_message_parts(checked.timestamp.as_bytes(), checked.nonce.as_bytes(), body);
     checked
         .key
         .verifying_key

@@ -1,4 +1,5 @@
 //! The inner service's result becomes exactly the answer WeChat Pay requires.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -19,15 +20,19 @@ fn request() -> Request<BufferedBody> {
         .into_request()
 }
 
-async fn answer_for(layer: WechatPayLayer, status: StatusCode, body: &'static str) -> support::Answer {
-    let service = tower::ServiceBuilder::new()
-        .layer(layer)
-        .service_fn(move |_: Request<BufferedBody>| async move {
+async fn answer_for(
+    layer: WechatPayLayer,
+    status: StatusCode,
+    body: &'static str,
+) -> support::Answer {
+    let service = tower::ServiceBuilder::new().layer(layer).service_fn(
+        move |_: Request<BufferedBody>| async move {
             let mut response = Response::new(BufferedBody::new(body.into()));
             *response.status_mut() = status;
             response.extensions_mut().insert("from the handler");
             Ok::<_, Infallible>(response)
-        });
+        },
+    );
     answer(service.oneshot(request()).await.unwrap()).await
 }
 
@@ -60,7 +65,10 @@ async fn success_reply_is_configurable() {
     .await;
     assert_eq!(answer.status, StatusCode::OK);
     let value: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
-    assert_eq!(value, serde_json::json!({"code": "SUCCESS", "message": "成功"}));
+    assert_eq!(
+        value,
+        serde_json::json!({"code": "SUCCESS", "message": "成功"})
+    );
     assert_eq!(answer.content_type.as_deref(), Some("application/json"));
 }
 
@@ -83,7 +91,11 @@ async fn handler_4xx_and_5xx_keep_their_status_with_a_fail_body() {
 
 #[tokio::test]
 async fn handler_1xx_or_3xx_becomes_500() {
-    for status in [StatusCode::CONTINUE, StatusCode::FOUND, StatusCode::NOT_MODIFIED] {
+    for status in [
+        StatusCode::CONTINUE,
+        StatusCode::FOUND,
+        StatusCode::NOT_MODIFIED,
+    ] {
         let answer = answer_for(test_layer(), status, "").await;
         assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR, "{status}");
         answer.fail_message();
@@ -96,11 +108,11 @@ async fn handler_1xx_or_3xx_becomes_500() {
 
 #[tokio::test]
 async fn handler_error_becomes_500_and_the_error_stays_inside() {
-    let service = tower::ServiceBuilder::new()
-        .layer(test_layer())
-        .service_fn(|_: Request<BufferedBody>| async {
+    let service = tower::ServiceBuilder::new().layer(test_layer()).service_fn(
+        |_: Request<BufferedBody>| async {
             Err::<Response<BufferedBody>, _>(std::io::Error::other("database password=hunter2"))
-        });
+        },
+    );
     let response: Response<BufferedBody> = service.oneshot(request()).await.unwrap();
     let answer = answer(response).await;
     assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -114,13 +126,13 @@ async fn handler_error_becomes_500_and_the_error_stays_inside() {
 
 #[tokio::test]
 async fn handler_response_extensions_reach_outer_layers() {
-    let service = tower::ServiceBuilder::new()
-        .layer(test_layer())
-        .service_fn(|_: Request<BufferedBody>| async {
+    let service = tower::ServiceBuilder::new().layer(test_layer()).service_fn(
+        |_: Request<BufferedBody>| async {
             let mut response = Response::new(BufferedBody::empty());
             response.extensions_mut().insert(42_u32);
             Ok::<_, Infallible>(response)
-        });
+        },
+    );
     let response = service.oneshot(request()).await.unwrap();
     assert_eq!(response.extensions().get::<u32>(), Some(&42));
 }
@@ -129,11 +141,11 @@ async fn handler_response_extensions_reach_outer_layers() {
 fn the_error_type_stays_the_inner_one() {
     // An `Infallible` inner service gives an `Infallible` layered service.
     fn assert_infallible<S: tower::Service<Request<BufferedBody>, Error = Infallible>>(_: &S) {}
-    let service = tower::ServiceBuilder::new()
-        .layer(test_layer())
-        .service_fn(|_: Request<BufferedBody>| async {
+    let service = tower::ServiceBuilder::new().layer(test_layer()).service_fn(
+        |_: Request<BufferedBody>| async {
             Ok::<_, Infallible>(Response::new(BufferedBody::empty()))
-        });
+        },
+    );
     assert_infallible(&service);
 }
 
@@ -143,11 +155,11 @@ fn the_service_and_future_are_send_and_the_notification_is_shareable() {
     fn assert_send_sync_clone<T: Send + Sync + Clone + 'static>() {}
     assert_send_sync_clone::<tower_wechatpay::Notification>();
     assert_send_sync_clone::<WechatPayLayer>();
-    let mut service = tower::ServiceBuilder::new()
-        .layer(test_layer())
-        .service_fn(|_: Request<BufferedBody>| async {
+    let mut service = tower::ServiceBuilder::new().layer(test_layer()).service_fn(
+        |_: Request<BufferedBody>| async {
             Ok::<_, Infallible>(Response::new(BufferedBody::empty()))
-        });
+        },
+    );
     let future = tower::Service::call(&mut service, request());
     assert_send(&future);
 }

@@ -1,4 +1,5 @@
 //! The layer mounts on an axum `Router` directly and the handler extracts the notification.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -33,9 +34,7 @@ fn request(event_type: &str, resource: &serde_json::Value) -> http::Request<Body
         .timestamp(NOW)
         .build()
         .unwrap();
-    signed
-        .into_request_to("/wechatpay/notify")
-        .map(Body::new)
+    signed.into_request_to("/wechatpay/notify").map(Body::new)
 }
 
 #[tokio::test]
@@ -45,7 +44,9 @@ async fn a_router_with_the_layer_acknowledges_a_payment() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap();
     assert!(body.is_empty());
 }
 
@@ -56,7 +57,9 @@ async fn a_handler_failure_on_a_router_is_a_fail_answer() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::CONFLICT);
-    let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap();
     let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(value["code"], "FAIL");
 }

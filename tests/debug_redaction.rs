@@ -1,4 +1,5 @@
 //! `Debug` output redacts keys, the decrypted resource and payer data.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -24,7 +25,10 @@ fn debug_output_redacts_keys_and_payer_data() {
         TestSigner::public_key_mode(),
     );
     for secret in [TEST_APIV3_KEY, OPENID, notification.resource_json()] {
-        assert!(!debug.contains(secret), "Debug leaks {secret:.20}…: {debug}");
+        assert!(
+            !debug.contains(secret),
+            "Debug leaks {secret:.20}…: {debug}"
+        );
     }
     assert!(debug.contains("<redacted>"));
     assert!(debug.contains(notification.id()));

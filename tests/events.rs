@@ -1,11 +1,12 @@
 //! Typed access to the decrypted resource: every model, the fallback, and lenient parsing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use support::{NOW, test_layer};
 use tower_wechatpay::test_util::{
-    SignedNotification, TestSigner, sample_combine_payment, sample_partner_payment,
-    sample_payment, sample_refund,
+    SignedNotification, TestSigner, sample_combine_payment, sample_partner_payment, sample_payment,
+    sample_refund,
 };
 use tower_wechatpay::{Event, Notification};
 

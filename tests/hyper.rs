@@ -1,4 +1,5 @@
 //! Served by hyper over a real TCP socket, as WeChat Pay would reach it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -54,7 +55,10 @@ async fn post(addr: std::net::SocketAddr, request: Request<BufferedBody>) -> (St
         .await
         .unwrap();
     let status = response.status();
-    (status, response.into_body().collect().await.unwrap().to_bytes())
+    (
+        status,
+        response.into_body().collect().await.unwrap().to_bytes(),
+    )
 }
 
 #[tokio::test]
@@ -78,7 +82,11 @@ async fn forged_notification_over_tcp_is_refused_with_a_fail_body() {
         .timestamp(NOW)
         .build()
         .unwrap();
-    let (status, body) = post(addr, signed.with_body(&b"{\"forged\":true}"[..]).into_request()).await;
+    let (status, body) = post(
+        addr,
+        signed.with_body(&b"{\"forged\":true}"[..]).into_request(),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(value["code"], "FAIL");

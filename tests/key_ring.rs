@@ -1,4 +1,5 @@
 //! Keys: both modes at once, rotation while serving, and clear configuration errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -32,10 +33,14 @@ async fn keys_added_and_removed_while_serving_apply_at_once() {
     let by_certificate = TestSigner::certificate_mode();
     let (answer, _) = send_signed(&layer, signed_by(&by_public_key)).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(answer.rejection.unwrap().kind(), RejectionKind::UnknownSerial);
+    assert_eq!(
+        answer.rejection.unwrap().kind(),
+        RejectionKind::UnknownSerial
+    );
 
     // WeChat Pay starts signing some callbacks with the public key: add it, no rebuild.
-    keys.add_public_key(TEST_PUBLIC_KEY_ID, TEST_PUBLIC_KEY_PEM).unwrap();
+    keys.add_public_key(TEST_PUBLIC_KEY_ID, TEST_PUBLIC_KEY_PEM)
+        .unwrap();
     for signer in [&by_public_key, &by_certificate] {
         let (answer, _) = send_signed(&layer, signed_by(signer)).await;
         assert_eq!(answer.status, StatusCode::NO_CONTENT);
@@ -96,8 +101,13 @@ fn a_pem_of_the_wrong_kind_is_named() {
     assert!(error.to_string().contains("add_public_key"), "{error}");
 
     let private = include_str!("../src/test_util/keys/stranger.key.pem");
-    let error = keys.add_public_key(TEST_PUBLIC_KEY_ID, private).unwrap_err();
-    assert!(error.to_string().contains("never configure a private key"), "{error}");
+    let error = keys
+        .add_public_key(TEST_PUBLIC_KEY_ID, private)
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("never configure a private key"),
+        "{error}"
+    );
     // The error never quotes the key material.
     assert!(!format!("{error:?}{error}").contains("MII"));
 }

@@ -1,4 +1,5 @@
 //! The instance that was polled ready is the one that is called.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -35,10 +36,16 @@ async fn the_ready_instance_is_called_and_backpressure_passes_through() {
     // The body is read inside the future, so it must run for the inner call to happen.
     let response = tokio::spawn(service.call(request()));
 
-    let (request, send_response) = handle.next_request().await.expect("the inner service is called");
+    let (request, send_response) = handle
+        .next_request()
+        .await
+        .expect("the inner service is called");
     assert!(request.extensions().get::<Notification>().is_some());
     send_response.send_response(Response::new(BufferedBody::empty()));
-    assert_eq!(response.await.unwrap().unwrap().status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        response.await.unwrap().unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
 
     // The allowance is used up: the clone left behind is not ready until allowed again.
     assert_pending!(service.poll_ready::<Request<BufferedBody>>());
@@ -55,6 +62,7 @@ async fn a_rejected_request_does_not_use_the_inner_service() {
     let response = service.call(forged).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     // The inner service saw nothing.
-    let next = tokio::time::timeout(std::time::Duration::from_millis(50), handle.next_request()).await;
+    let next =
+        tokio::time::timeout(std::time::Duration::from_millis(50), handle.next_request()).await;
     assert!(next.is_err(), "no request reached the inner service");
 }

@@ -3,6 +3,7 @@
 //!
 //! The only test in this binary: tracing caches callsite interest per process, so a test
 //! logging without a subscriber first would hide events from this one.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -11,9 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
 use support::{NOW, send_signed, test_layer};
-use tower_wechatpay::test_util::{
-    TEST_APIV3_KEY, TEST_PUBLIC_KEY_ID, TestSigner, sample_payment,
-};
+use tower_wechatpay::test_util::{TEST_APIV3_KEY, TEST_PUBLIC_KEY_ID, TestSigner, sample_payment};
 
 const OPENID: &str = "oTestOpenid0000000000000SECRET";
 
@@ -47,7 +46,10 @@ async fn logs_at_trace_never_contain_secrets_or_payer_data() {
         .timestamp(NOW)
         .build()
         .unwrap();
-    let signature = genuine.headers["wechatpay-signature"].to_str().unwrap().to_owned();
+    let signature = genuine.headers["wechatpay-signature"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let layer = test_layer();
 
     // Accepted, handler failed, forged, probe, unknown serial, stale, wrong APIv3 key.
@@ -59,12 +61,17 @@ async fn logs_at_trace_never_contain_secrets_or_payer_data() {
     send_signed(&layer, genuine.clone().into_probe()).await;
     send_signed(
         &layer,
-        genuine
-            .clone()
-            .with_header("wechatpay-serial", "PUB_KEY_ID_0000000000000000000000000000000077"),
+        genuine.clone().with_header(
+            "wechatpay-serial",
+            "PUB_KEY_ID_0000000000000000000000000000000077",
+        ),
     )
     .await;
-    send_signed(&layer, genuine.clone().with_header("wechatpay-timestamp", "1")).await;
+    send_signed(
+        &layer,
+        genuine.clone().with_header("wechatpay-timestamp", "1"),
+    )
+    .await;
     let wrong_key = signer
         .notification("TRANSACTION.SUCCESS", &sample_payment())
         .timestamp(NOW)
@@ -74,10 +81,19 @@ async fn logs_at_trace_never_contain_secrets_or_payer_data() {
     send_signed(&layer, wrong_key).await;
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    for secret in [TEST_APIV3_KEY, OPENID, &plaintext, &signature, &signature[..40]] {
+    for secret in [
+        TEST_APIV3_KEY,
+        OPENID,
+        &plaintext,
+        &signature,
+        &signature[..40],
+    ] {
         assert!(!logs.contains(secret), "logs leak {secret:.20}…:\n{logs}");
     }
-    assert!(!logs.contains("4200830166131860913909960308"), "no resource field in logs");
+    assert!(
+        !logs.contains("4200830166131860913909960308"),
+        "no resource field in logs"
+    );
     for needed in [
         id.as_str(),
         "TRANSACTION.SUCCESS",
@@ -90,6 +106,9 @@ async fn logs_at_trace_never_contain_secrets_or_payer_data() {
         "APIv3 key is most likely wrong",
         "add the matching public key",
     ] {
-        assert!(logs.contains(needed), "logs should mention {needed:?}:\n{logs}");
+        assert!(
+            logs.contains(needed),
+            "logs should mention {needed:?}:\n{logs}"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The tampering checklist: every way a request can be altered is refused, with the right
 //! status, a FAIL body, a typed rejection, and without reaching the handler.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -23,7 +24,11 @@ async fn assert_refused(signed: SignedNotification, status: StatusCode, kind: Re
     assert_eq!(answer.status, status);
     answer.fail_message();
     assert_eq!(answer.rejection.map(|r| r.kind()), Some(kind));
-    assert_eq!(seen.count(), 0, "the handler must not see a refused request");
+    assert_eq!(
+        seen.count(),
+        0,
+        "the handler must not see a refused request"
+    );
 }
 
 #[tokio::test]
@@ -144,7 +149,10 @@ async fn rejects_another_signature_type() {
 #[tokio::test]
 async fn rejects_garbage_empty_and_truncated_signatures() {
     let signed = genuine();
-    let signature = signed.headers["wechatpay-signature"].to_str().unwrap().to_owned();
+    let signature = signed.headers["wechatpay-signature"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let truncated = &signature[..signature.len() - 8];
     let wrong_length = &signature[..signature.len() - 4];
     for bad in ["garbage!!", "", truncated, wrong_length, "AAAA"] {
@@ -190,7 +198,10 @@ async fn rejects_and_counts_the_signature_probe() {
 #[tokio::test]
 async fn rejects_an_unknown_serial() {
     assert_refused(
-        genuine().with_header("Wechatpay-Serial", "PUB_KEY_ID_9999999999999999999999999999999999"),
+        genuine().with_header(
+            "Wechatpay-Serial",
+            "PUB_KEY_ID_9999999999999999999999999999999999",
+        ),
         StatusCode::UNAUTHORIZED,
         RejectionKind::UnknownSerial,
     )
@@ -374,11 +385,10 @@ fn resign(body: &str) -> SignedNotification {
 #[tokio::test]
 async fn associated_data_is_authenticated() {
     let signed = with_resource(|b| b.associated_data(Some("transaction")));
-    let tampered = resign(
-        &signed
-            .body_text()
-            .replace(r#""associated_data":"transaction""#, r#""associated_data":"refund""#),
-    );
+    let tampered = resign(&signed.body_text().replace(
+        r#""associated_data":"transaction""#,
+        r#""associated_data":"refund""#,
+    ));
     assert_refused(
         tampered,
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -494,7 +504,12 @@ async fn oversized_body_without_content_length_is_413() {
         request = request.header(name, value);
     }
     let request = request.body(chunks(signed.body.clone(), 10)).unwrap();
-    assert!(request.headers().get(http::header::CONTENT_LENGTH).is_none());
+    assert!(
+        request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .is_none()
+    );
     let seen = support::Seen::default();
     let service = tower::ServiceBuilder::new()
         .layer(layer)

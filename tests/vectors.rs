@@ -1,5 +1,6 @@
 //! The independent conformance vectors (`tests/vectors`, copied unedited from
 //! `../shared/vectors`): every case through the layer with the clock at the vectors' `now`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -30,8 +31,10 @@ fn vector_layer(vectors: &Value) -> WechatPayLayer {
     )
     .unwrap();
     let mut serials = vec![
-        keys.add_certificate(read("keys/platform_cert_a.pem")).unwrap(),
-        keys.add_certificate(read("keys/platform_cert_b.pem")).unwrap(),
+        keys.add_certificate(read("keys/platform_cert_a.pem"))
+            .unwrap(),
+        keys.add_certificate(read("keys/platform_cert_b.pem"))
+            .unwrap(),
     ];
     serials.sort();
     let mut expected: Vec<String> = vectors["certificate_serials"]
@@ -41,7 +44,10 @@ fn vector_layer(vectors: &Value) -> WechatPayLayer {
         .map(|serial| serial.as_str().unwrap().to_owned())
         .collect();
     expected.sort();
-    assert_eq!(serials, expected, "certificate serials read from the certificates");
+    assert_eq!(
+        serials, expected,
+        "certificate serials read from the certificates"
+    );
     assert_eq!(
         vectors["public_key_id"].as_str().unwrap(),
         read("keys/wechatpay_public_key_id.txt").trim()
@@ -102,7 +108,11 @@ async fn every_vector_gets_its_expected_answer() {
             "accept" => {
                 assert_eq!(seen.count(), 1, "{name}: the handler runs once");
                 let (notification, body) = seen.last();
-                assert_eq!(body, case["body_text"].as_str().unwrap().as_bytes(), "{name}");
+                assert_eq!(
+                    body,
+                    case["body_text"].as_str().unwrap().as_bytes(),
+                    "{name}"
+                );
                 let resource: Value = notification.resource_value().unwrap();
                 assert_eq!(resource, case["resource"], "{name}: decrypted resource");
                 assert_eq!(notification.id(), case["envelope"]["id"], "{name}");
@@ -134,7 +144,10 @@ async fn accepted_vectors_are_typed() {
         }
         let request = request(case);
         let (parts, body) = request.into_parts();
-        let body = http_body_util::BodyExt::collect(body).await.unwrap().to_bytes();
+        let body = http_body_util::BodyExt::collect(body)
+            .await
+            .unwrap()
+            .to_bytes();
         let notification = layer.verify(&parts.headers, &body).unwrap();
         let resource = &case["resource"];
         if notification.event_type().starts_with("REFUND.") {

@@ -16,17 +16,21 @@ compile_error!(
 
 #[cfg(feature = "aws-lc-rs")]
 mod aws_lc;
-#[cfg(feature = "aws-lc-rs")]
-pub(crate) use aws_lc::{ResourceCipher, VerifyingKey};
 #[cfg(all(feature = "aws-lc-rs", feature = "test-util"))]
 pub(crate) use aws_lc::SigningKey;
+#[cfg(feature = "aws-lc-rs")]
+pub(crate) use aws_lc::{ResourceCipher, VerifyingKey};
 
 #[cfg(all(feature = "rustcrypto", not(feature = "aws-lc-rs")))]
 mod rust_crypto;
+#[cfg(all(
+    feature = "rustcrypto",
+    not(feature = "aws-lc-rs"),
+    feature = "test-util"
+))]
+pub(crate) use rust_crypto::SigningKey;
 #[cfg(all(feature = "rustcrypto", not(feature = "aws-lc-rs")))]
 pub(crate) use rust_crypto::{ResourceCipher, VerifyingKey};
-#[cfg(all(feature = "rustcrypto", not(feature = "aws-lc-rs"), feature = "test-util"))]
-pub(crate) use rust_crypto::SigningKey;
 
 /// The name of the active backend, for logs and benchmarks.
 pub(crate) const BACKEND_NAME: &str = if cfg!(feature = "aws-lc-rs") {

@@ -135,7 +135,11 @@ impl TestSigner {
             signer: self,
             event_type: event_type.to_owned(),
             resource: resource.to_string(),
-            id: format!("{:08x}-7e57-4c0d-9a1b-{:012x}", n, n.wrapping_mul(2_654_435_761)),
+            id: format!(
+                "{:08x}-7e57-4c0d-9a1b-{:012x}",
+                n,
+                n.wrapping_mul(2_654_435_761)
+            ),
             create_time: "2025-11-28T11:20:00+08:00".to_owned(),
             summary: "支付成功".to_owned(),
             original_type: original_type.to_owned(),
@@ -265,7 +269,10 @@ impl NotificationBuilder<'_> {
         cipher
             .seal(
                 self.resource_nonce.as_bytes(),
-                self.associated_data.as_deref().unwrap_or_default().as_bytes(),
+                self.associated_data
+                    .as_deref()
+                    .unwrap_or_default()
+                    .as_bytes(),
                 &mut ciphertext,
             )
             .map_err(|_| ConfigError::InvalidPem)?;
@@ -379,10 +386,7 @@ impl SignedNotification {
 
     /// Sets a header (names are case-insensitive). Invalid names or values are ignored.
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::try_from(name),
-            HeaderValue::try_from(value),
-        ) {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             self.headers.insert(name, value);
         }
         self

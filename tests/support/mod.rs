@@ -1,5 +1,5 @@
 //! Shared helpers for the integration tests.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use tower_wechatpay::{BufferedBody, Notification, Rejection, WechatPayLayer};
 use tower_wechatpay::test_util::SignedNotification;
+use tower_wechatpay::{BufferedBody, Notification, Rejection, WechatPayLayer};
 
 /// A fixed "now" for tests that use the test signer.
 pub const NOW: i64 = 1_764_300_000;
@@ -24,7 +24,12 @@ impl Seen {
     }
 
     pub fn last(&self) -> (Notification, Bytes) {
-        self.0.lock().unwrap().last().cloned().expect("the handler ran")
+        self.0
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the handler ran")
     }
 }
 
@@ -77,7 +82,10 @@ impl Answer {
             serde_json::from_slice(&self.body).expect("a FAIL body is JSON");
         assert_eq!(value["code"], "FAIL", "body: {value}");
         assert_eq!(self.content_type.as_deref(), Some("application/json"));
-        value["message"].as_str().expect("message is a string").to_owned()
+        value["message"]
+            .as_str()
+            .expect("message is a string")
+            .to_owned()
     }
 }
 

@@ -79,6 +79,15 @@ impl Pipeline {
                             "refused a notification outside the timestamp window \
                              (replayed, or a clock is off)"
                         );
+                    } else if rejection.kind() == RejectionKind::MissingHeader
+                        && looks_like_xml(headers)
+                    {
+                        tracing::warn!(
+                            reason = %rejection,
+                            "refused an APIv2 (XML) notification: this endpoint speaks APIv3 \
+                             only (refunds started by hand in the merchant platform are still \
+                             notified in v2 XML; receive those on a separate endpoint)"
+                        );
                     } else {
                         tracing::warn!(reason = %rejection, "refused a notification request");
                     }
@@ -236,4 +245,12 @@ impl Pipeline {
         answer.extensions_mut().extend(ours);
         answer
     }
+}
+
+/// APIv2 notifications are XML; they carry no `Wechatpay-*` headers.
+fn looks_like_xml(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.to_ascii_lowercase().contains("xml"))
 }

@@ -79,6 +79,14 @@ async fn logs_at_trace_never_contain_secrets_or_payer_data() {
         .build()
         .unwrap();
     send_signed(&layer, wrong_key).await;
+    let v2_refund = http::Request::post("/")
+        .header("content-type", "text/xml")
+        .body(tower_wechatpay::BufferedBody::new(
+            "<xml><req_info>…</req_info></xml>".into(),
+        ))
+        .unwrap();
+    let (answer, _) = support::send(&layer, v2_refund).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     for secret in [
@@ -105,6 +113,7 @@ async fn logs_at_trace_never_contain_secrets_or_payer_data() {
         "timestamp window",
         "APIv3 key is most likely wrong",
         "add the matching public key",
+        "APIv2 (XML)",
     ] {
         assert!(
             logs.contains(needed),

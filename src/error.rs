@@ -112,6 +112,13 @@ pub enum RejectionKind {
     UnexpectedHandlerStatus,
     /// The handler returned an error (500).
     HandlerError,
+    /// The handler did not answer within the handler deadline (500).
+    HandlerTimeout,
+    /// The handler panicked (500); the server keeps serving.
+    HandlerPanicked,
+    /// The application is wired wrong, e.g. a handler that needs the notification runs
+    /// without the layer (500).
+    Misconfigured,
 }
 
 impl RejectionKind {
@@ -134,7 +141,10 @@ impl RejectionKind {
             | Self::MalformedResource
             | Self::HandlerFailed
             | Self::UnexpectedHandlerStatus
-            | Self::HandlerError => StatusCode::INTERNAL_SERVER_ERROR,
+            | Self::HandlerError
+            | Self::HandlerTimeout
+            | Self::HandlerPanicked
+            | Self::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -149,6 +159,8 @@ impl RejectionKind {
                 | Self::HandlerFailed
                 | Self::UnexpectedHandlerStatus
                 | Self::HandlerError
+                | Self::HandlerTimeout
+                | Self::HandlerPanicked
         )
     }
 }

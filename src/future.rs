@@ -1,7 +1,9 @@
 //! [`ResponseFuture`]: buffer the body, verify and decrypt, call the inner service, answer.
 
+use std::any::Any;
 use std::fmt::Display;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -12,6 +14,7 @@ use http_body::Body;
 use http_body_util::combinators::Collect;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use pin_project_lite::pin_project;
+use tokio::time::Sleep;
 use tower::{BoxError, Service};
 
 use crate::body::BufferedBody;
@@ -52,6 +55,8 @@ pin_project! {
         Calling {
             #[pin]
             future: S::Future,
+            #[pin]
+            deadline: Sleep,
             pipeline: Arc<Pipeline>,
             notification: Notification,
         },
@@ -144,12 +149,18 @@ where
                         Ok(notification) => {
                             parts.extensions.insert(notification.clone());
                             let request = Request::from_parts(parts, BufferedBody::new(body));
-                            let future = inner.call(request);
-                            this.state.set(State::Calling {
-                                future,
-                                pipeline,
-                                notification,
-                            });
+                            let deadline = tokio::time::sleep(pipeline.handler_deadline);
+                            match catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
+                                Ok(future) => this.state.set(State::Calling {
+                                    future,
+                                    deadline,
+                                    pipeline,
+                                    notification,
+                                }),
+                                Err(panic) => this.state.set(State::Rejected {
+                                    response: Some(panicked(&notification, panic.as_ref())),
+                                }),
+                            }
                         }
                         Err(rejection) => this.state.set(State::Rejected {
                             response: Some(reply::failure(rejection)),
@@ -158,15 +169,57 @@ where
                 }
                 StateProj::Calling {
                     future,
+                    deadline,
                     pipeline,
                     notification,
                 } => {
-                    let result = ready!(future.poll(cx));
-                    return Poll::Ready(Ok(pipeline.answer(result, notification)));
+                    // A panicking handler becomes a retry; the connection and the server
+                    // carry on.
+                    match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                        Ok(Poll::Ready(result)) => {
+                            return Poll::Ready(Ok(pipeline.answer(result, notification)));
+                        }
+                        Ok(Poll::Pending) => {}
+                        Err(panic) => {
+                            return Poll::Ready(Ok(panicked(notification, panic.as_ref())));
+                        }
+                    }
+                    // Past the deadline the handler's state is unknown: dropping its future
+                    // cancels it, and WeChat Pay retries instead of timing out on us.
+                    ready!(deadline.poll(cx));
+                    tracing::error!(
+                        id = notification.id(),
+                        event_type = notification.event_type(),
+                        deadline_ms = pipeline.handler_deadline.as_millis() as u64,
+                        "the handler did not answer within the deadline; cancelled it and \
+                         answering 500 so WeChat Pay retries"
+                    );
+                    return Poll::Ready(Ok(reply::failure(Rejection::new(
+                        RejectionKind::HandlerTimeout,
+                        "handler timed out",
+                    ))));
                 }
             }
         }
     }
+}
+
+fn panicked(notification: &Notification, panic: &(dyn Any + Send)) -> Response<BufferedBody> {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    tracing::error!(
+        id = notification.id(),
+        event_type = notification.event_type(),
+        panic = message,
+        "the handler panicked; answering 500 so WeChat Pay retries"
+    );
+    reply::failure(Rejection::new(
+        RejectionKind::HandlerPanicked,
+        "handler panicked",
+    ))
 }
 
 fn body_error(error: &BoxError) -> Rejection {

@@ -21,6 +21,9 @@ use crate::service::WechatPay;
 pub const DEFAULT_TIMESTAMP_TOLERANCE: Duration = Duration::from_secs(300);
 /// The default body limit. Real notifications are 1–2 KiB.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 64 * 1024;
+/// The default handler deadline: under WeChat Pay's 5 s, so a slow handler gets a clear
+/// "retry" instead of a timeout in an unknown state.
+pub const DEFAULT_HANDLER_DEADLINE: Duration = Duration::from_secs(4);
 
 /// A [`tower::Layer`] that verifies, decrypts and answers WeChat Pay APIv3 notifications.
 ///
@@ -69,6 +72,7 @@ impl WechatPayLayer {
                 cipher: Arc::new(cipher),
                 tolerance_secs: DEFAULT_TIMESTAMP_TOLERANCE.as_secs(),
                 max_body_size: DEFAULT_MAX_BODY_SIZE,
+                handler_deadline: DEFAULT_HANDLER_DEADLINE,
                 clock: system_clock(),
                 success: SuccessReply::default(),
                 probes: Arc::new(AtomicU64::new(0)),
@@ -114,6 +118,13 @@ impl WechatPayLayer {
     /// The largest body accepted, in bytes (default 64 KiB); larger bodies get 413.
     pub fn max_body_size(self, limit: usize) -> Self {
         self.with(|pipeline| pipeline.max_body_size = limit)
+    }
+
+    /// How long the inner service may take (default 4 s, under WeChat Pay's 5 s). Past it
+    /// the handler's future is dropped (cancelled) and WeChat Pay gets 500, so it retries.
+    /// Needs a tokio runtime with the timer enabled, as axum and hyper-util servers have.
+    pub fn handler_deadline(self, deadline: Duration) -> Self {
+        self.with(|pipeline| pipeline.handler_deadline = deadline)
     }
 
     /// How a notification the handler accepted is acknowledged (default 204).
@@ -172,6 +183,7 @@ impl fmt::Debug for WechatPayLayer {
             .field("keys", &self.pipeline.keys)
             .field("tolerance_secs", &self.pipeline.tolerance_secs)
             .field("max_body_size", &self.pipeline.max_body_size)
+            .field("handler_deadline", &self.pipeline.handler_deadline)
             .field("success", &self.pipeline.success)
             .finish()
     }

@@ -82,13 +82,17 @@
 
 mod backend;
 mod body;
+mod checks;
 mod decrypt;
 mod error;
 mod event;
+#[cfg(feature = "axum")]
+mod extract;
 mod future;
 mod key_ring;
 mod layer;
 mod notification;
+mod outcome;
 mod pipeline;
 mod reply;
 mod service;
@@ -98,15 +102,21 @@ mod verify;
 pub mod test_util;
 
 pub use body::BufferedBody;
+pub use checks::{Merchant, Partner};
 pub use error::{ConfigError, Rejection, RejectionKind};
 pub use event::{
     Amount, CombineTransaction, Event, PartnerPayer, PartnerTransaction, Payer, Refund,
     RefundAmount, SceneInfo, SubOrder, SubOrderAmount, Transaction,
 };
+#[cfg(feature = "axum")]
+pub use extract::{FromNotification, Notified, NotifiedRejection};
 pub use future::ResponseFuture;
 pub use key_ring::KeyRing;
-pub use layer::{DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMESTAMP_TOLERANCE, WechatPayLayer};
+pub use layer::{
+    DEFAULT_HANDLER_DEADLINE, DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMESTAMP_TOLERANCE, WechatPayLayer,
+};
 pub use notification::Notification;
+pub use outcome::{BusinessRejection, Handled, Retry, into_response};
 pub use reply::SuccessReply;
 pub use service::WechatPay;
 

@@ -7,6 +7,7 @@
 use std::fmt::Display;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use http::{HeaderMap, Response};
 
@@ -17,6 +18,7 @@ use crate::error::{Rejection, RejectionKind};
 use crate::event::EventKind;
 use crate::key_ring::KeyRing;
 use crate::notification::{Fields, Notification};
+use crate::outcome::{BusinessRejection, Retry};
 use crate::reply::{self, SuccessReply};
 use crate::verify::{CheckedHeaders, HeaderProblem, check_headers, verify_signature};
 
@@ -40,6 +42,7 @@ pub(crate) struct Pipeline {
     pub(crate) cipher: Arc<ResourceCipher>,
     pub(crate) tolerance_secs: u64,
     pub(crate) max_body_size: usize,
+    pub(crate) handler_deadline: Duration,
     pub(crate) clock: Clock,
     pub(crate) success: SuccessReply,
     pub(crate) probes: Arc<AtomicU64>,
@@ -218,15 +221,35 @@ impl Pipeline {
         let status = response.status();
         let extensions = response.into_parts().0.extensions;
         let mut answer = if status.is_success() {
-            tracing::debug!(id, event_type, %status, "the handler acknowledged the notification");
+            match extensions.get::<BusinessRejection>() {
+                Some(rejection) => tracing::warn!(
+                    id,
+                    event_type,
+                    reason = %rejection,
+                    "acknowledged a notification the handler rejected for a business reason \
+                     (not applied; WeChat Pay will not resend it)"
+                ),
+                None => {
+                    tracing::debug!(id, event_type, %status, "the handler acknowledged the notification")
+                }
+            }
             reply::success(self.success)
         } else if status.is_client_error() || status.is_server_error() {
-            tracing::warn!(
-                id,
-                event_type,
-                %status,
-                "the handler asked for a retry; WeChat Pay will resend this notification"
-            );
+            match extensions.get::<Retry>() {
+                Some(retry) => tracing::error!(
+                    id,
+                    event_type,
+                    %status,
+                    error = %retry,
+                    "the handler failed; WeChat Pay will resend this notification"
+                ),
+                None => tracing::warn!(
+                    id,
+                    event_type,
+                    %status,
+                    "the handler asked for a retry; WeChat Pay will resend this notification"
+                ),
+            }
             reply::failure(Rejection::handler_failed(status))
         } else {
             tracing::error!(

@@ -1,0 +1,248 @@
+//! What a handler answers: [`Handled`] (acknowledge) or [`Retry`] (WeChat Pay resends).
+//!
+//! The rule from the field, in the types: a *business* failure (unknown order, already paid,
+//! amount mismatch) is still acknowledged, so say it with [`Handled::rejected`]; a *system*
+//! failure (database down, timeout, a bug) must make WeChat Pay retry, and any error that
+//! `?` propagates becomes a [`Retry`]. There is no `From` that turns an error into an
+//! acknowledgement, so `?` can never acknowledge by accident.
+//!
+//! ```
+//! use tower_wechatpay::{BusinessRejection, Handled, Retry, Transaction};
+//!
+//! # struct Db;
+//! # impl Db { async fn mark_paid(&self, _: &str) -> Result<bool, std::io::Error> { Ok(true) } }
+//! async fn on_payment(db: &Db, payment: &Transaction) -> Result<Handled, Retry> {
+//!     if let Err(rejection) = payment.check_success() {
+//!         return Ok(Handled::rejected(rejection)); // acknowledged, logged at warn
+//!     }
+//!     let known = db.mark_paid(&payment.out_trade_no).await?; // an error here: retry
+//!     if !known {
+//!         return Ok(Handled::rejected("unknown order"));
+//!     }
+//!     Ok(Handled::Done)
+//! }
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use http::{Response, StatusCode};
+use tower::BoxError;
+
+use crate::body::BufferedBody;
+
+/// The handler processed the notification: WeChat Pay gets an acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Handled {
+    /// Applied (or already applied: a duplicate is also done).
+    Done,
+    /// Not applied for a business reason that no retry can change (unknown order, amount
+    /// mismatch, wrong merchant…). Acknowledged so WeChat Pay stops resending; logged at
+    /// warn with the reason. Investigate these: they may be fraud or a bug.
+    Rejected(BusinessRejection),
+}
+
+impl Handled {
+    /// A business rejection with this reason.
+    pub fn rejected(reason: impl Into<BusinessRejection>) -> Self {
+        Self::Rejected(reason.into())
+    }
+
+    /// The response the layer turns into an acknowledgement (200, empty). A business
+    /// rejection travels in the response extensions, for the layer's log.
+    pub fn into_response(self) -> Response<BufferedBody> {
+        let mut response = Response::new(BufferedBody::empty());
+        if let Self::Rejected(rejection) = self {
+            response.extensions_mut().insert(rejection);
+        }
+        response
+    }
+}
+
+/// Why a notification was acknowledged without being applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusinessRejection {
+    reason: Cow<'static, str>,
+}
+
+impl BusinessRejection {
+    /// A rejection with this reason (keep payer data out of it: it is logged).
+    pub fn new(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+
+    /// The reason.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for BusinessRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl From<&'static str> for BusinessRejection {
+    fn from(reason: &'static str) -> Self {
+        Self::new(reason)
+    }
+}
+
+impl From<String> for BusinessRejection {
+    fn from(reason: String) -> Self {
+        Self::new(reason)
+    }
+}
+
+/// A system failure: WeChat Pay must resend the notification later (500 with a FAIL body).
+///
+/// Any error converts into it with `?`. The error is logged by the layer at error level,
+/// with the notification's id, and never sent to WeChat Pay.
+#[derive(Clone)]
+pub struct Retry {
+    error: Arc<BoxError>,
+}
+
+impl Retry {
+    /// A retry caused by `error`.
+    pub fn new(error: impl Into<BoxError>) -> Self {
+        Self {
+            error: Arc::new(error.into()),
+        }
+    }
+
+    /// The cause.
+    pub fn error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self.error.as_ref().as_ref()
+    }
+
+    /// The response the layer turns into a retry (500, FAIL body), with this `Retry` in the
+    /// extensions for the layer's log.
+    pub fn into_response(self) -> Response<BufferedBody> {
+        let mut response = Response::new(BufferedBody::empty());
+        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+// `Retry` is deliberately not an `Error` itself: that keeps this blanket `From` coherent,
+// so `?` works on every error type.
+impl<E> From<E> for Retry
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn from(error: E) -> Self {
+        Self::new(error)
+    }
+}
+
+impl fmt::Debug for Retry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Retry").field(&self.error).finish()
+    }
+}
+
+impl fmt::Display for Retry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.error)?;
+        let mut source = self.error.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+/// Turns a handler's result into the response the layer expects (for `tower::service_fn`
+/// handlers; axum handlers can return `Result<Handled, Retry>` directly with the `axum`
+/// feature).
+pub fn into_response(result: Result<Handled, Retry>) -> Response<BufferedBody> {
+    match result {
+        Ok(handled) => handled.into_response(),
+        Err(retry) => retry.into_response(),
+    }
+}
+
+#[cfg(feature = "axum")]
+mod axum_impls {
+    use axum_core::response::{IntoResponse, Response};
+
+    use super::{Handled, Retry};
+
+    impl IntoResponse for Handled {
+        fn into_response(self) -> Response {
+            Handled::into_response(self).map(axum_core::body::Body::new)
+        }
+    }
+
+    impl IntoResponse for Retry {
+        fn into_response(self) -> Response {
+            Retry::into_response(self).map(axum_core::body::Body::new)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn question_mark_on_an_error_is_a_retry() {
+        fn handler() -> Result<Handled, Retry> {
+            let _: u32 = "not a number".parse::<u32>()?;
+            Ok(Handled::Done)
+        }
+        let response = into_response(handler());
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let retry = response.extensions().get::<Retry>().unwrap();
+        assert!(retry.to_string().contains("invalid digit"));
+    }
+
+    #[test]
+    fn business_rejection_is_an_acknowledgement_with_a_reason() {
+        let response = into_response(Ok(Handled::rejected("amount mismatch")));
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response
+                .extensions()
+                .get::<BusinessRejection>()
+                .map(|r| r.reason()),
+            Some("amount mismatch")
+        );
+    }
+
+    #[test]
+    fn done_is_a_plain_acknowledgement() {
+        let response = into_response(Ok(Handled::Done));
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.extensions().get::<BusinessRejection>().is_none());
+    }
+
+    #[test]
+    fn retry_display_includes_the_cause_chain() {
+        let inner = std::io::Error::other("disk full");
+        let outer = std::io::Error::new(std::io::ErrorKind::Other, Wrapper(inner));
+        let retry = Retry::from(outer);
+        assert!(retry.to_string().contains("disk full"));
+    }
+
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+    impl fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("write failed")
+        }
+    }
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+}

@@ -228,7 +228,7 @@ mod tests {
     #[test]
     fn retry_display_includes_the_cause_chain() {
         let inner = std::io::Error::other("disk full");
-        let outer = std::io::Error::new(std::io::ErrorKind::Other, Wrapper(inner));
+        let outer = std::io::Error::other(Wrapper(inner));
         let retry = Retry::from(outer);
         assert!(retry.to_string().contains("disk full"));
     }

@@ -6,26 +6,25 @@
 //! cargo run --example quickstart
 //! ```
 
+use axum::Router;
 use axum::routing::post;
-use axum::{Extension, Router};
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tower_wechatpay::Notification;
 use tower_wechatpay::test_util::{SignedNotification, TestSigner, sample_payment};
+use tower_wechatpay::{Handled, Notified, Retry, Transaction};
 
-/// The handler: it only ever sees verified, decrypted notifications.
-async fn payment_notified(Extension(notification): Extension<Notification>) -> StatusCode {
-    if let Some(payment) = notification.payment() {
-        println!(
-            "    handler: order {} paid {} fen (transaction {}, state {})",
-            payment.out_trade_no, payment.amount.total, payment.transaction_id, payment.trade_state
-        );
-    }
-    // Record the payment idempotently here, then acknowledge.
-    StatusCode::OK
+/// The handler: it only ever sees verified, decrypted notifications. `Ok(Handled::Done)`
+/// acknowledges; an error (`?`) would make WeChat Pay retry.
+async fn payment_notified(Notified(payment): Notified<Transaction>) -> Result<Handled, Retry> {
+    println!(
+        "    handler: order {} paid {} fen (transaction {}, state {})",
+        payment.out_trade_no, payment.amount.total, payment.transaction_id, payment.trade_state
+    );
+    // Record the payment idempotently here (see examples/shop.rs), then acknowledge.
+    Ok(Handled::Done)
 }
 
 #[tokio::main]

@@ -31,17 +31,20 @@
 //! # Example
 //!
 //! ```
-//! use axum::{Extension, Router, routing::post};
+//! use axum::{Router, routing::post};
 //! use http::StatusCode;
 //! use tower::ServiceExt;
-//! use tower_wechatpay::{Notification, WechatPayLayer};
+//! use tower_wechatpay::{Handled, Merchant, Notified, Retry, Transaction, WechatPayLayer};
 //! # use tower_wechatpay::test_util::{TestSigner, sample_payment, TEST_APIV3_KEY, TEST_PUBLIC_KEY_ID, TEST_PUBLIC_KEY_PEM};
 //!
-//! async fn paid(Extension(notification): Extension<Notification>) -> StatusCode {
-//!     match notification.payment() {
-//!         Some(payment) if payment.is_success() => StatusCode::NO_CONTENT, // record it, then ack
-//!         _ => StatusCode::NO_CONTENT,
+//! async fn paid(Notified(payment): Notified<Transaction>) -> Result<Handled, Retry> {
+//!     // A business failure is acknowledged, explicitly…
+//!     if let Err(rejection) = Merchant::new("1900012345").check_payment(&payment) {
+//!         return Ok(Handled::rejected(rejection));
 //!     }
+//!     // …while any error propagated with `?` (database down…) makes WeChat Pay retry.
+//!     // record_payment(&payment).await?;
+//!     Ok(Handled::Done)
 //! }
 //!
 //! # #[tokio::main]
@@ -57,6 +60,11 @@
 //! assert_eq!(response.status(), StatusCode::NO_CONTENT);
 //! # Ok(()) }
 //! ```
+//!
+//! `Handled`, `Retry`, [`Merchant`] and the other checks work without axum too; the
+//! `axum` feature adds `IntoResponse` for the outcomes and the `Notified` extractor.
+//! Handlers get a deadline ([`WechatPayLayer::handler_deadline`], 4 s) and a panic in a
+//! handler is answered 500, so WeChat Pay retries and the server carries on.
 //!
 //! # Order
 //!

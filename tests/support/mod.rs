@@ -1,6 +1,9 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod example;
+pub mod postgres;
+
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 

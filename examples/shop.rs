@@ -1,0 +1,353 @@
+//! A small but real shop backend: orders in SQL (SQLite file or in-memory, or PostgreSQL by
+//! URL), paid and refunded by WeChat Pay notifications, exactly once.
+//!
+//! ```text
+//! cargo run --release --example shop -- --listen 127.0.0.1:PORT --db sqlite:PATH \
+//!     --apiv3-key-file FILE [--public-key PUB_KEY_ID_…=FILE.pem]… [--certificate FILE.pem]… \
+//!     [--mchid 1900012345] [--appid wx8888888888888888]
+//!
+//! POST /orders            {"out_trade_no":"…","total":990}  -> 201 with the order JSON
+//! GET  /orders/{out_trade_no}                                 -> 200 order JSON, 404 if none
+//! POST /wechatpay/notify  the layer + handler
+//! ```
+//!
+//! The exactly-once pattern, in one database transaction: the payment is applied by a single
+//! conditional `UPDATE … WHERE status = 'PENDING' AND total = $amount`, so of any number of
+//! sequential or concurrent duplicates (on any number of instances sharing the database)
+//! exactly one changes the row; every other copy sees why and is acknowledged.
+
+mod support;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+use tower_wechatpay::{
+    Event, Handled, Merchant, Notification, Notified, Refund, Retry, Transaction,
+};
+
+const USAGE: &str = "usage: shop --listen ADDR --db URL --apiv3-key-file FILE \
+[--public-key PUB_KEY_ID_…=FILE.pem]… [--certificate FILE.pem]… [--mchid ID] [--appid ID]";
+
+/// Lock waits end after one second (SQLite's busy timeout, PostgreSQL's lock timeout): well
+/// under WeChat Pay's 5 s, so a locked database becomes a clear retry, not a timeout.
+const SQLITE_SETTINGS: &str =
+    "PRAGMA busy_timeout = 1000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;";
+const POSTGRES_SETTINGS: &str = "SET lock_timeout = '1s'; SET statement_timeout = '3s';";
+
+#[derive(Clone)]
+struct Shop {
+    db: AnyPool,
+    merchant: Option<Merchant>,
+}
+
+#[derive(Serialize)]
+struct Order {
+    out_trade_no: String,
+    total: i64,
+    status: String,
+    transaction_id: Option<String>,
+    payments_applied: i64,
+}
+
+impl Order {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            out_trade_no: row.try_get("out_trade_no")?,
+            total: row.try_get("total")?,
+            status: row.try_get("status")?,
+            transaction_id: row.try_get("transaction_id")?,
+            payments_applied: row.try_get("payments_applied")?,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct NewOrder {
+    out_trade_no: String,
+    total: i64,
+}
+
+const SCHEMA: [&str; 2] = [
+    "CREATE TABLE IF NOT EXISTS orders (
+        out_trade_no TEXT PRIMARY KEY,
+        total BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        transaction_id TEXT,
+        payments_applied BIGINT NOT NULL DEFAULT 0,
+        refund_id TEXT
+    )",
+    // One row per applied payment: the audit trail, and a second guard (primary key).
+    "CREATE TABLE IF NOT EXISTS payments (
+        transaction_id TEXT PRIMARY KEY,
+        out_trade_no TEXT NOT NULL,
+        total BIGINT NOT NULL,
+        notification_id TEXT NOT NULL
+    )",
+];
+
+const SELECT_ORDER: &str = "SELECT out_trade_no, total, status, transaction_id, payments_applied \
+                            FROM orders WHERE out_trade_no = $1";
+
+async fn create_order(State(shop): State<Shop>, Json(new): Json<NewOrder>) -> impl IntoResponse {
+    if new.out_trade_no.is_empty() || new.total <= 0 {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "out_trade_no and a positive total",
+        )
+            .into_response();
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO orders (out_trade_no, total, status, payments_applied) VALUES ($1, $2, 'PENDING', 0)",
+    )
+    .bind(&new.out_trade_no)
+    .bind(new.total)
+    .execute(&shop.db)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+            return (StatusCode::CONFLICT, "order exists").into_response();
+        }
+        Err(error) => return internal(error),
+    }
+    match find_order(&shop.db, &new.out_trade_no).await {
+        Ok(Some(order)) => (StatusCode::CREATED, Json(order)).into_response(),
+        Ok(None) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(error) => internal(error),
+    }
+}
+
+async fn get_order(
+    State(shop): State<Shop>,
+    Path(out_trade_no): Path<String>,
+) -> impl IntoResponse {
+    match find_order(&shop.db, &out_trade_no).await {
+        Ok(Some(order)) => Json(order).into_response(),
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Err(error) => internal(error),
+    }
+}
+
+fn internal(error: sqlx::Error) -> axum::response::Response {
+    tracing::error!(%error, "database error");
+    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+}
+
+async fn find_order(db: &AnyPool, out_trade_no: &str) -> Result<Option<Order>, sqlx::Error> {
+    let row = sqlx::query(SELECT_ORDER)
+        .bind(out_trade_no)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(Order::from_row).transpose()
+}
+
+/// The notify handler: every database error is a `?`, i.e. a retry; every business
+/// reason to refuse is said explicitly and acknowledged.
+async fn notified(
+    State(shop): State<Shop>,
+    Notified(notification): Notified<Notification>,
+) -> Result<Handled, Retry> {
+    match notification.event() {
+        Event::Payment(payment) => apply_payment(&shop, &notification, payment).await,
+        Event::Refund(refund) => apply_refund(&shop, refund).await,
+        _ => Ok(Handled::rejected(format!(
+            "this shop does not handle {} notifications",
+            notification.event_type()
+        ))),
+    }
+}
+
+async fn apply_payment(
+    shop: &Shop,
+    notification: &Notification,
+    payment: &Transaction,
+) -> Result<Handled, Retry> {
+    if let Some(Err(rejection)) = shop.merchant.as_ref().map(|m| m.check_payment(payment)) {
+        return Ok(Handled::rejected(rejection));
+    }
+    if let Err(rejection) = payment.check_success() {
+        return Ok(Handled::rejected(rejection));
+    }
+
+    let mut tx = shop.db.begin().await?;
+    // The write comes first, so the transaction holds the write lock from its first
+    // statement (SQLite) or the row lock (PostgreSQL) before it reads anything.
+    let applied = sqlx::query(
+        "UPDATE orders SET status = 'PAID', transaction_id = $1, \
+         payments_applied = payments_applied + 1 \
+         WHERE out_trade_no = $2 AND status = 'PENDING' AND total = $3",
+    )
+    .bind(&payment.transaction_id)
+    .bind(&payment.out_trade_no)
+    .bind(payment.amount.total)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if applied == 1 {
+        sqlx::query(
+            "INSERT INTO payments (transaction_id, out_trade_no, total, notification_id) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&payment.transaction_id)
+        .bind(&payment.out_trade_no)
+        .bind(payment.amount.total)
+        .bind(notification.id())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(out_trade_no = %payment.out_trade_no, "order paid");
+        return Ok(Handled::Done);
+    }
+
+    // Not applied: say why. Each answer below is final, so each is acknowledged.
+    let Some(row) = sqlx::query(SELECT_ORDER)
+        .bind(&payment.out_trade_no)
+        .fetch_optional(&mut *tx)
+        .await?
+    else {
+        return Ok(Handled::rejected("unknown order"));
+    };
+    let order = Order::from_row(&row)?;
+    let same_payment = order.transaction_id.as_deref() == Some(payment.transaction_id.as_str());
+    match order.status.as_str() {
+        "PAID" | "REFUNDED" if same_payment => Ok(Handled::Done), // a duplicate
+        "PENDING" => {
+            // Still pending although the state matched: the amount does not.
+            sqlx::query(
+                "UPDATE orders SET status = 'FLAGGED' WHERE out_trade_no = $1 AND status = 'PENDING'",
+            )
+            .bind(&order.out_trade_no)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Handled::rejected(format!(
+                "amount mismatch: paid {} fen for an order of {} fen; order flagged",
+                payment.amount.total, order.total
+            )))
+        }
+        status => Ok(Handled::rejected(format!(
+            "order is {status}; payment {} not applied",
+            payment.transaction_id
+        ))),
+    }
+}
+
+async fn apply_refund(shop: &Shop, refund: &Refund) -> Result<Handled, Retry> {
+    if let Some(Err(rejection)) = shop.merchant.as_ref().map(|m| m.check_refund(refund)) {
+        return Ok(Handled::rejected(rejection));
+    }
+    if !refund.is_success() {
+        return Ok(Handled::rejected(format!(
+            "refund {} ended {}",
+            refund.refund_id, refund.refund_status
+        )));
+    }
+    let Some(out_trade_no) = refund.out_trade_no.as_deref() else {
+        return Ok(Handled::rejected("refund without out_trade_no"));
+    };
+    let mut tx = shop.db.begin().await?;
+    let applied = sqlx::query(
+        "UPDATE orders SET status = 'REFUNDED', refund_id = $1 \
+         WHERE out_trade_no = $2 AND status = 'PAID'",
+    )
+    .bind(&refund.refund_id)
+    .bind(out_trade_no)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    if applied == 1 {
+        tracing::info!(out_trade_no, "order refunded");
+        return Ok(Handled::Done);
+    }
+    match find_order(&shop.db, out_trade_no).await? {
+        Some(order) if order.status == "REFUNDED" => Ok(Handled::Done), // a duplicate
+        Some(order) => Ok(Handled::rejected(format!(
+            "refund for an order that is {}",
+            order.status
+        ))),
+        None => Ok(Handled::rejected("refund for an unknown order")),
+    }
+}
+
+async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    let is_sqlite = url.starts_with("sqlite:");
+    // sqlx opens SQLite files read-write but does not create them unless asked.
+    let url = if is_sqlite && !url.contains('?') && !url.contains(":memory:") {
+        format!("{url}?mode=rwc")
+    } else {
+        url.to_owned()
+    };
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let pool = AnyPoolOptions::new()
+        // An in-memory SQLite database lives in one connection.
+        .max_connections(if in_memory { 1 } else { 8 })
+        // Waiting for a connection must also end well before WeChat Pay gives up.
+        .acquire_timeout(Duration::from_secs(2))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                let settings = if conn.backend_name() == "SQLite" {
+                    SQLITE_SETTINGS
+                } else {
+                    POSTGRES_SETTINGS
+                };
+                conn.execute(settings).await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await?;
+    for statement in SCHEMA {
+        pool.execute(statement).await?;
+    }
+    Ok(pool)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    support::init_logs();
+    let mut known = vec!["--listen", "--db", "--mchid", "--appid"];
+    known.extend(support::KEY_FLAGS);
+    let parsed = support::Flags::parse(std::env::args().skip(1), &known).and_then(|flags| {
+        let merchant = match (flags.one("--mchid"), flags.one("--appid")) {
+            (Some(mchid), appid) => Some(match appid {
+                Some(appid) => Merchant::new(mchid).appid(appid),
+                None => Merchant::new(mchid),
+            }),
+            (None, Some(_)) => return Err("--appid needs --mchid".to_owned()),
+            (None, None) => None,
+        };
+        Ok((
+            flags.listen()?,
+            flags.required("--db")?.to_owned(),
+            support::layer(&flags)?,
+            merchant,
+        ))
+    });
+    let (listen, db_url, layer, merchant) = match parsed {
+        Ok(parsed) => parsed,
+        Err(message) => return support::usage_error("shop", &message, USAGE),
+    };
+    let db = match connect(&db_url).await {
+        Ok(db) => db,
+        Err(error) => {
+            eprintln!("shop: cannot open the database {db_url}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let app = Router::new()
+        .route("/orders", post(create_order))
+        .route("/orders/{out_trade_no}", get(get_order))
+        .route("/wechatpay/notify", post(notified).route_layer(layer))
+        .with_state(Shop { db, merchant });
+    support::serve("shop", listen, app).await
+}

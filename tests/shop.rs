@@ -1,0 +1,369 @@
+//! The shop example, driven over real HTTP with the crate's test signer: exactly-once
+//! payments under duplicates, business rejections acknowledged, a locked database retried.
+//!
+//! Every scenario runs against SQLite (one test each) and against PostgreSQL (one test
+//! that starts a server and runs them all, each on its own database).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use http::StatusCode;
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor};
+use support::example::{Http, Running, TempDir, key_flags, now, start};
+use support::postgres::Postgres;
+use tower_wechatpay::test_util::{TestSigner, sample_payment, sample_refund};
+
+const MCHID: &str = "1900012345";
+const APPID: &str = "wx8888888888888888";
+
+enum Db {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+struct Shop {
+    _running: Running,
+    http: Http,
+    db: Db,
+    _dir: TempDir,
+}
+
+impl Shop {
+    fn start(db: Option<String>) -> Self {
+        let dir = TempDir::new("shop");
+        let db = match db {
+            Some(url) => Db::Postgres(url),
+            None => Db::Sqlite(dir.path().join("shop.db")),
+        };
+        let url = match &db {
+            Db::Sqlite(path) => format!("sqlite:{}", path.display()),
+            Db::Postgres(url) => url.clone(),
+        };
+        let mut args: Vec<String> = [
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &url,
+            "--mchid",
+            MCHID,
+            "--appid",
+            APPID,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(key_flags(dir.path()));
+        let running = start("shop", &args);
+        Self {
+            http: Http::new(&running.addr),
+            _running: running,
+            db,
+            _dir: dir,
+        }
+    }
+}
+
+/// Another client of the database holding a lock the shop needs.
+enum Locker {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl Shop {
+    /// Locks the order's row (PostgreSQL) or the whole database for writing (SQLite).
+    async fn lock(&self, out_trade_no: &str) -> Locker {
+        match &self.db {
+            Db::Sqlite(path) => {
+                let mut connection = sqlx::SqliteConnection::connect_with(
+                    &sqlx::sqlite::SqliteConnectOptions::new().filename(path),
+                )
+                .await
+                .unwrap();
+                connection.execute("BEGIN IMMEDIATE").await.unwrap();
+                Locker::Sqlite(connection)
+            }
+            Db::Postgres(url) => {
+                let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
+                connection.execute("BEGIN").await.unwrap();
+                sqlx::query("SELECT status FROM orders WHERE out_trade_no = $1 FOR UPDATE")
+                    .bind(out_trade_no)
+                    .execute(&mut connection)
+                    .await
+                    .unwrap();
+                Locker::Postgres(connection)
+            }
+        }
+    }
+}
+
+impl Locker {
+    async fn release(self) {
+        match self {
+            Locker::Sqlite(mut connection) => {
+                connection.execute("ROLLBACK").await.unwrap();
+            }
+            Locker::Postgres(mut connection) => {
+                connection.execute("ROLLBACK").await.unwrap();
+            }
+        }
+    }
+}
+
+fn payment_for(out_trade_no: &str, total: i64) -> Value {
+    let mut resource = sample_payment();
+    resource["out_trade_no"] = out_trade_no.into();
+    resource["transaction_id"] = format!("4200{out_trade_no}").into();
+    resource["amount"]["total"] = total.into();
+    resource["amount"]["payer_total"] = total.into();
+    resource
+}
+
+/// A fresh delivery: WeChat Pay signs every copy anew.
+fn delivery(event_type: &str, resource: &Value) -> tower_wechatpay::test_util::SignedNotification {
+    TestSigner::public_key_mode()
+        .notification(event_type, resource)
+        .timestamp(now())
+        .build()
+        .unwrap()
+}
+
+impl Shop {
+    async fn create(&self, out_trade_no: &str, total: i64) {
+        let (status, order) = self
+            .http
+            .post_json(
+                "/orders",
+                &json!({"out_trade_no": out_trade_no, "total": total}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(order["status"], "PENDING");
+        assert_eq!(order["payments_applied"], 0);
+    }
+
+    async fn order(&self, out_trade_no: &str) -> Value {
+        let (status, order) = self.http.get_json(&format!("/orders/{out_trade_no}")).await;
+        assert_eq!(status, StatusCode::OK, "order {out_trade_no}");
+        order
+    }
+
+    async fn notify(&self, event_type: &str, resource: &Value) -> StatusCode {
+        self.http
+            .notify("/wechatpay/notify", delivery(event_type, resource))
+            .await
+    }
+
+    /// Delivers like WeChat Pay: resend after anything but 2xx, a bounded number of times.
+    async fn deliver(&self, event_type: &str, resource: &Value) -> StatusCode {
+        for _ in 0..20 {
+            let status = self.notify(event_type, resource).await;
+            if status.is_success() {
+                return status;
+            }
+            assert_eq!(
+                status,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "only 2xx or a retry"
+            );
+        }
+        panic!("never acknowledged");
+    }
+}
+
+async fn orders_are_created_and_read(shop: &Shop) {
+    shop.create("A1", 990).await;
+    let order = shop.order("A1").await;
+    assert_eq!(
+        order,
+        json!({"out_trade_no": "A1", "total": 990, "status": "PENDING",
+               "transaction_id": null, "payments_applied": 0})
+    );
+    let (status, _) = shop.http.get_json("/orders/none").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = shop
+        .http
+        .post_json("/orders", &json!({"out_trade_no": "A1", "total": 1}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}
+
+async fn a_payment_applies_once_under_sequential_duplicates(shop: &Shop) {
+    shop.create("P1", 990).await;
+    let payment = payment_for("P1", 990);
+    for _ in 0..5 {
+        assert_eq!(
+            shop.notify("TRANSACTION.SUCCESS", &payment).await,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let order = shop.order("P1").await;
+    assert_eq!(order["status"], "PAID");
+    assert_eq!(order["transaction_id"], "4200P1");
+    assert_eq!(order["payments_applied"], 1);
+}
+
+async fn a_payment_applies_once_under_50_concurrent_copies(shop: &Shop) {
+    shop.create("C1", 1234).await;
+    let payment = payment_for("C1", 1234);
+    let copies = (0..50).map(|_| shop.deliver("TRANSACTION.SUCCESS", &payment));
+    let statuses = futures_util::future::join_all(copies).await;
+    assert!(
+        statuses
+            .iter()
+            .all(|status| *status == StatusCode::NO_CONTENT)
+    );
+    let order = shop.order("C1").await;
+    assert_eq!(order["status"], "PAID");
+    assert_eq!(order["payments_applied"], 1);
+}
+
+async fn an_amount_mismatch_is_acknowledged_and_flags_the_order_never_paid(shop: &Shop) {
+    shop.create("M1", 990).await;
+    assert_eq!(
+        shop.notify("TRANSACTION.SUCCESS", &payment_for("M1", 1))
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    let order = shop.order("M1").await;
+    assert_eq!(order["status"], "FLAGGED");
+    assert_eq!(order["payments_applied"], 0);
+    // Not even a later notification with the right amount marks a flagged order paid.
+    assert_eq!(
+        shop.notify("TRANSACTION.SUCCESS", &payment_for("M1", 990))
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(shop.order("M1").await["status"], "FLAGGED");
+}
+
+async fn an_unknown_order_is_acknowledged_and_changes_nothing(shop: &Shop) {
+    assert_eq!(
+        shop.notify("TRANSACTION.SUCCESS", &payment_for("NOPE", 990))
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    let (status, _) = shop.http.get_json("/orders/NOPE").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+async fn another_merchant_or_an_unpaid_state_is_acknowledged_and_changes_nothing(shop: &Shop) {
+    shop.create("X1", 990).await;
+    let mut other_merchant = payment_for("X1", 990);
+    other_merchant["mchid"] = "1999999999".into();
+    let mut other_app = payment_for("X1", 990);
+    other_app["appid"] = "wx0000000000000000".into();
+    let mut not_paid = payment_for("X1", 990);
+    not_paid["trade_state"] = "NOTPAY".into();
+    for resource in [other_merchant, other_app, not_paid] {
+        assert_eq!(
+            shop.notify("TRANSACTION.SUCCESS", &resource).await,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let order = shop.order("X1").await;
+    assert_eq!(order["status"], "PENDING");
+    assert_eq!(order["payments_applied"], 0);
+}
+
+async fn a_refund_success_refunds_a_paid_order_once(shop: &Shop) {
+    shop.create("R1", 990).await;
+    let mut refund = sample_refund();
+    refund["out_trade_no"] = "R1".into();
+    // A refund before the payment: acknowledged, nothing to refund yet.
+    assert_eq!(
+        shop.notify("REFUND.SUCCESS", &refund).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(shop.order("R1").await["status"], "PENDING");
+
+    assert_eq!(
+        shop.notify("TRANSACTION.SUCCESS", &payment_for("R1", 990))
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            shop.notify("REFUND.SUCCESS", &refund).await,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let order = shop.order("R1").await;
+    assert_eq!(order["status"], "REFUNDED");
+    assert_eq!(order["payments_applied"], 1);
+}
+
+async fn a_locked_database_makes_wechat_retry_and_the_retry_succeeds(shop: &Shop) {
+    shop.create("L1", 990).await;
+
+    // Another client of the database holds the lock the payment needs.
+    let locker = shop.lock("L1").await;
+
+    let started = std::time::Instant::now();
+    let status = shop
+        .notify("TRANSACTION.SUCCESS", &payment_for("L1", 990))
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "answered within WeChat Pay's 5 s"
+    );
+    assert_eq!(shop.order("L1").await["status"], "PENDING");
+
+    locker.release().await;
+    assert_eq!(
+        shop.notify("TRANSACTION.SUCCESS", &payment_for("L1", 990))
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    let order = shop.order("L1").await;
+    assert_eq!(order["status"], "PAID");
+    assert_eq!(order["payments_applied"], 1);
+}
+
+async fn forged_notifications_never_touch_the_orders(shop: &Shop) {
+    shop.create("F1", 990).await;
+    let forged = TestSigner::stranger()
+        .notification("TRANSACTION.SUCCESS", &payment_for("F1", 990))
+        .timestamp(now())
+        .build()
+        .unwrap();
+    assert_eq!(
+        shop.http.notify("/wechatpay/notify", forged).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(shop.order("F1").await["status"], "PENDING");
+}
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(&super::Shop::start(None)).await;
+                }
+            )*
+        }
+
+        #[tokio::test]
+        async fn every_scenario_on_postgresql() {
+            let postgres = Postgres::start();
+            $(
+                let shop = Shop::start(Some(postgres.database(stringify!($name)).await));
+                $name(&shop).await;
+            )*
+        }
+    };
+}
+
+scenarios!(
+    orders_are_created_and_read,
+    a_payment_applies_once_under_sequential_duplicates,
+    a_payment_applies_once_under_50_concurrent_copies,
+    an_amount_mismatch_is_acknowledged_and_flags_the_order_never_paid,
+    an_unknown_order_is_acknowledged_and_changes_nothing,
+    another_merchant_or_an_unpaid_state_is_acknowledged_and_changes_nothing,
+    a_refund_success_refunds_a_paid_order_once,
+    a_locked_database_makes_wechat_retry_and_the_retry_succeeds,
+    forged_notifications_never_touch_the_orders,
+);

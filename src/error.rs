@@ -119,6 +119,11 @@ pub enum RejectionKind {
     /// The application is wired wrong, e.g. a handler that needs the notification runs
     /// without the layer (500).
     Misconfigured,
+    /// Another copy of this notification is being handled right now (500: WeChat Pay
+    /// retries, and the retry finds it done).
+    InProgress,
+    /// The dedupe store could not answer (500: nothing is lost).
+    DedupeUnavailable,
 }
 
 impl RejectionKind {
@@ -144,7 +149,9 @@ impl RejectionKind {
             | Self::HandlerError
             | Self::HandlerTimeout
             | Self::HandlerPanicked
-            | Self::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
+            | Self::Misconfigured
+            | Self::InProgress
+            | Self::DedupeUnavailable => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -161,6 +168,8 @@ impl RejectionKind {
                 | Self::HandlerError
                 | Self::HandlerTimeout
                 | Self::HandlerPanicked
+                | Self::InProgress
+                | Self::DedupeUnavailable
         )
     }
 }

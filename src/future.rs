@@ -1,4 +1,5 @@
-//! [`ResponseFuture`]: buffer the body, verify and decrypt, call the inner service, answer.
+//! [`ResponseFuture`]: buffer the body, verify and decrypt, claim (with the dedupe guard),
+//! call the inner service, settle the claim, answer.
 
 use std::any::Any;
 use std::fmt::Display;
@@ -18,6 +19,7 @@ use tokio::time::Sleep;
 use tower::{BoxError, Service};
 
 use crate::body::BufferedBody;
+use crate::dedupe::{Claim, StoreFuture, new_token};
 use crate::error::{Rejection, RejectionKind};
 use crate::notification::Notification;
 use crate::pipeline::Pipeline;
@@ -25,8 +27,9 @@ use crate::reply;
 use crate::verify::CheckedHeaders;
 
 pin_project! {
-    /// The future of [`WechatPay`](crate::WechatPay): unboxed and nameable, `Send`
-    /// whenever the inner service, its future and the request body are.
+    /// The future of [`WechatPay`](crate::WechatPay): nameable, and `Send` whenever the
+    /// inner service, its future and the request body are. Only the dedupe guard's store
+    /// operations are boxed, and only when the guard is on.
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<BufferedBody>>,
@@ -46,19 +49,35 @@ pin_project! {
         B: Body,
         B::Error: Into<BoxError>,
     {
-        Rejected { response: Option<Response<BufferedBody>> },
+        // The answer is known.
+        Answered { response: Option<Response<BufferedBody>> },
+        // Reading the body.
         Buffering {
             #[pin]
             collect: Collect<Limited<B>>,
             pending: Option<Pending<S>>,
         },
+        // Asking the dedupe store whether this event may run.
+        Claiming {
+            #[pin]
+            claim: StoreFuture<Claim>,
+            verified: Option<Verified<S>>,
+        },
+        // The handler runs, against its deadline.
         Calling {
             #[pin]
             future: S::Future,
             #[pin]
             deadline: Sleep,
-            pipeline: Arc<Pipeline>,
+            run: Run,
+        },
+        // Marking the event done, or releasing the claim, before answering.
+        Settling {
+            #[pin]
+            settle: StoreFuture<()>,
+            response: Option<Response<BufferedBody>>,
             notification: Notification,
+            completing: bool,
         },
     }
 }
@@ -71,6 +90,26 @@ struct Pending<S> {
     pipeline: Arc<Pipeline>,
 }
 
+/// A verified request and the ready service, waiting for the claim.
+struct Verified<S> {
+    request: Request<BufferedBody>,
+    inner: S,
+    run: Run,
+}
+
+/// One handler run: its notification, and the claim it holds, if any.
+struct Run {
+    pipeline: Arc<Pipeline>,
+    notification: Notification,
+    held: Option<Held>,
+}
+
+/// A claim this request holds in the dedupe store.
+struct Held {
+    key: String,
+    token: String,
+}
+
 impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<BufferedBody>>,
@@ -79,9 +118,7 @@ where
 {
     pub(crate) fn rejected(rejection: Rejection) -> Self {
         Self {
-            state: State::Rejected {
-                response: Some(reply::failure(rejection)),
-            },
+            state: answered(reply::failure(rejection)),
         }
     }
 
@@ -121,87 +158,296 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.state.as_mut().project() {
-                StateProj::Rejected { response } => {
+            let next = match this.state.as_mut().project() {
+                StateProj::Answered { response } => {
                     return Poll::Ready(Ok(response
                         .take()
                         .expect("future polled after completion")));
                 }
                 StateProj::Buffering { collect, pending } => {
                     let collected = ready!(collect.poll(cx));
-                    let Pending {
-                        mut parts,
-                        checked,
-                        mut inner,
-                        pipeline,
-                    } = pending.take().expect("future polled after completion");
-                    let body = match collected {
-                        Ok(collected) => collected.to_bytes(),
-                        Err(error) => {
-                            let rejection = body_error(&error);
-                            this.state.set(State::Rejected {
-                                response: Some(reply::failure(rejection)),
-                            });
-                            continue;
-                        }
-                    };
-                    match pipeline.open(&checked, &body) {
-                        Ok(notification) => {
-                            parts.extensions.insert(notification.clone());
-                            let request = Request::from_parts(parts, BufferedBody::new(body));
-                            let deadline = tokio::time::sleep(pipeline.handler_deadline);
-                            match catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
-                                Ok(future) => this.state.set(State::Calling {
-                                    future,
-                                    deadline,
-                                    pipeline,
-                                    notification,
-                                }),
-                                Err(panic) => this.state.set(State::Rejected {
-                                    response: Some(panicked(&notification, panic.as_ref())),
-                                }),
-                            }
-                        }
-                        Err(rejection) => this.state.set(State::Rejected {
-                            response: Some(reply::failure(rejection)),
-                        }),
-                    }
+                    let pending = pending.take().expect("future polled after completion");
+                    after_body(pending, collected)
+                }
+                StateProj::Claiming { claim, verified } => {
+                    let claim = ready!(claim.poll(cx));
+                    let verified = verified.take().expect("future polled after completion");
+                    after_claim(verified, claim)
                 }
                 StateProj::Calling {
                     future,
                     deadline,
-                    pipeline,
-                    notification,
+                    run,
                 } => {
                     // A panicking handler becomes a retry; the connection and the server
                     // carry on.
-                    match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-                        Ok(Poll::Ready(result)) => {
-                            return Poll::Ready(Ok(pipeline.answer(result, notification)));
+                    let response = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                        Ok(Poll::Ready(result)) => run.pipeline.answer(result, &run.notification),
+                        Err(panic) => panicked(&run.notification, panic.as_ref()),
+                        Ok(Poll::Pending) => {
+                            // Past the deadline the handler's state is unknown: dropping
+                            // its future cancels it, and WeChat Pay retries instead of
+                            // timing out on us.
+                            ready!(deadline.poll(cx));
+                            timed_out(run)
                         }
-                        Ok(Poll::Pending) => {}
-                        Err(panic) => {
-                            return Poll::Ready(Ok(panicked(notification, panic.as_ref())));
-                        }
-                    }
-                    // Past the deadline the handler's state is unknown: dropping its future
-                    // cancels it, and WeChat Pay retries instead of timing out on us.
-                    ready!(deadline.poll(cx));
-                    tracing::error!(
-                        id = notification.id(),
-                        event_type = notification.event_type(),
-                        deadline_ms = pipeline.handler_deadline.as_millis() as u64,
-                        "the handler did not answer within the deadline; cancelled it and \
-                         answering 500 so WeChat Pay retries"
-                    );
-                    return Poll::Ready(Ok(reply::failure(Rejection::new(
-                        RejectionKind::HandlerTimeout,
-                        "handler timed out",
-                    ))));
+                    };
+                    settle(take_run(run), response)
                 }
+                StateProj::Settling {
+                    settle,
+                    response,
+                    notification,
+                    completing,
+                } => {
+                    if let Err(error) = ready!(settle.poll(cx)) {
+                        log_settle_error(notification, *completing, &error);
+                    }
+                    return Poll::Ready(Ok(response
+                        .take()
+                        .expect("future polled after completion")));
+                }
+            };
+            this.state.set(next);
+        }
+    }
+}
+
+fn answered<S, B>(response: Response<BufferedBody>) -> State<S, B>
+where
+    S: Service<Request<BufferedBody>>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    State::Answered {
+        response: Some(response),
+    }
+}
+
+/// The body is in: verify and decrypt, then claim (guard on) or call (guard off).
+fn after_body<S, B>(
+    pending: Pending<S>,
+    collected: Result<http_body_util::Collected<B::Data>, BoxError>,
+) -> State<S, B>
+where
+    S: Service<Request<BufferedBody>>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let Pending {
+        mut parts,
+        checked,
+        inner,
+        pipeline,
+    } = pending;
+    let body = match collected {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => return answered(reply::failure(body_error(&error))),
+    };
+    let notification = match pipeline.open(&checked, &body) {
+        Ok(notification) => notification,
+        Err(rejection) => return answered(reply::failure(rejection)),
+    };
+    parts.extensions.insert(notification.clone());
+    let request = Request::from_parts(parts, BufferedBody::new(body));
+    let Some(dedupe) = &pipeline.dedupe else {
+        let run = Run {
+            pipeline,
+            notification,
+            held: None,
+        };
+        return call(inner, request, run);
+    };
+    let key = (dedupe.key)(&notification);
+    let token = new_token();
+    let claim = dedupe.bounded(dedupe.store.claim(key.clone(), token.clone(), dedupe.lease));
+    let run = Run {
+        pipeline: Arc::clone(&pipeline),
+        notification,
+        held: Some(Held { key, token }),
+    };
+    State::Claiming {
+        claim,
+        verified: Some(Verified {
+            request,
+            inner,
+            run,
+        }),
+    }
+}
+
+/// The store answered: run the handler, or answer for it.
+fn after_claim<S, B>(
+    verified: Verified<S>,
+    claim: Result<Claim, crate::dedupe::StoreError>,
+) -> State<S, B>
+where
+    S: Service<Request<BufferedBody>>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let Verified {
+        request,
+        inner,
+        mut run,
+    } = verified;
+    let id = run.notification.id();
+    let event_type = run.notification.event_type();
+    let key = run.held.as_ref().map_or("", |held| held.key.as_str());
+    match claim {
+        Ok(Claim::Claimed) => call(inner, request, run),
+        Ok(Claim::Done) => {
+            tracing::info!(
+                id,
+                event_type,
+                key,
+                "a copy of a notification the handler already processed: acknowledged \
+                 without running the handler again"
+            );
+            answered(reply::success(run.pipeline.success))
+        }
+        Ok(Claim::InProgress) => {
+            tracing::info!(
+                id,
+                event_type,
+                key,
+                "another copy of this notification is being handled right now (here or on \
+                 another instance); answering 500 so WeChat Pay retries"
+            );
+            answered(reply::failure(Rejection::new(
+                RejectionKind::InProgress,
+                "notification is being processed",
+            )))
+        }
+        Err(error) => {
+            let run_anyway = run
+                .pipeline
+                .dedupe
+                .as_ref()
+                .is_some_and(|dedupe| dedupe.run_handler_on_store_error);
+            if run_anyway {
+                tracing::warn!(
+                    id,
+                    event_type,
+                    %error,
+                    "the dedupe store failed; running the handler unguarded as configured \
+                     (its transaction is the only guard)"
+                );
+                run.held = None;
+                call(inner, request, run)
+            } else {
+                tracing::error!(
+                    id,
+                    event_type,
+                    %error,
+                    "the dedupe store failed; answering 500 so WeChat Pay retries (nothing \
+                     is lost)"
+                );
+                answered(reply::failure(Rejection::new(
+                    RejectionKind::DedupeUnavailable,
+                    "dedupe store unavailable",
+                )))
             }
         }
     }
+}
+
+/// Calls the ready service, catching a panic in `call` itself.
+fn call<S, B>(mut inner: S, request: Request<BufferedBody>, run: Run) -> State<S, B>
+where
+    S: Service<Request<BufferedBody>>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    match catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
+        Ok(future) => State::Calling {
+            future,
+            deadline: tokio::time::sleep(run.pipeline.handler_deadline),
+            run,
+        },
+        Err(panic) => {
+            let response = panicked(&run.notification, panic.as_ref());
+            settle(run, response)
+        }
+    }
+}
+
+/// With a claim held: mark the event done after a success, release the claim after any
+/// failure, then answer. Without one: answer.
+fn settle<S, B>(run: Run, response: Response<BufferedBody>) -> State<S, B>
+where
+    S: Service<Request<BufferedBody>>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let Run {
+        pipeline,
+        notification,
+        held,
+    } = run;
+    let (Some(held), Some(dedupe)) = (held, &pipeline.dedupe) else {
+        return answered(response);
+    };
+    let completing = response.status().is_success();
+    let settle = if completing {
+        dedupe.bounded(dedupe.store.complete(held.key, held.token, dedupe.keep))
+    } else {
+        dedupe.bounded(dedupe.store.release(held.key, held.token))
+    };
+    State::Settling {
+        settle,
+        response: Some(response),
+        notification,
+        completing,
+    }
+}
+
+/// Moves the run out of the `Calling` state, which is replaced right after.
+fn take_run(run: &mut Run) -> Run {
+    Run {
+        pipeline: Arc::clone(&run.pipeline),
+        notification: run.notification.clone(),
+        held: run.held.take(),
+    }
+}
+
+fn log_settle_error(
+    notification: &Notification,
+    completing: bool,
+    error: &crate::dedupe::StoreError,
+) {
+    let id = notification.id();
+    let event_type = notification.event_type();
+    if completing {
+        tracing::error!(
+            id,
+            event_type,
+            %error,
+            "the handler succeeded but the dedupe store did not record it; a later copy may \
+             run the handler again (its transaction must absorb it)"
+        );
+    } else {
+        tracing::warn!(
+            id,
+            event_type,
+            %error,
+            "could not release the dedupe claim; it expires with its lease"
+        );
+    }
+}
+
+fn timed_out(run: &Run) -> Response<BufferedBody> {
+    tracing::error!(
+        id = run.notification.id(),
+        event_type = run.notification.event_type(),
+        deadline_ms = u64::try_from(run.pipeline.handler_deadline.as_millis()).unwrap_or(u64::MAX),
+        "the handler did not answer within the deadline; cancelled it and answering 500 so \
+         WeChat Pay retries"
+    );
+    reply::failure(Rejection::new(
+        RejectionKind::HandlerTimeout,
+        "handler timed out",
+    ))
 }
 
 fn panicked(notification: &Notification, panic: &(dyn Any + Send)) -> Response<BufferedBody> {

@@ -10,6 +10,7 @@ use tower::Layer;
 use zeroize::Zeroize;
 
 use crate::backend::ResourceCipher;
+use crate::dedupe::Dedupe;
 use crate::error::{ConfigError, Rejection};
 use crate::key_ring::KeyRing;
 use crate::notification::Notification;
@@ -73,6 +74,7 @@ impl WechatPayLayer {
                 tolerance_secs: DEFAULT_TIMESTAMP_TOLERANCE.as_secs(),
                 max_body_size: DEFAULT_MAX_BODY_SIZE,
                 handler_deadline: DEFAULT_HANDLER_DEADLINE,
+                dedupe: None,
                 clock: system_clock(),
                 success: SuccessReply::default(),
                 probes: Arc::new(AtomicU64::new(0)),
@@ -125,6 +127,15 @@ impl WechatPayLayer {
     /// Needs a tokio runtime with the timer enabled, as axum and hyper-util servers have.
     pub fn handler_deadline(self, deadline: Duration) -> Self {
         self.with(|pipeline| pipeline.handler_deadline = deadline)
+    }
+
+    /// Turns on the dedupe guard (off by default): the handler runs at most once at a
+    /// time per notification, and not again after it succeeded, across every instance that
+    /// shares the store. Takes a store (`InMemoryStore`, `RedisStore`, yours) or a
+    /// configured [`Dedupe`], whose docs say what the guard promises.
+    pub fn dedupe(self, dedupe: impl Into<Dedupe>) -> Self {
+        let dedupe = dedupe.into();
+        self.with(|pipeline| pipeline.dedupe = Some(dedupe))
     }
 
     /// How a notification the handler accepted is acknowledged (default 204).
@@ -184,6 +195,7 @@ impl fmt::Debug for WechatPayLayer {
             .field("tolerance_secs", &self.pipeline.tolerance_secs)
             .field("max_body_size", &self.pipeline.max_body_size)
             .field("handler_deadline", &self.pipeline.handler_deadline)
+            .field("dedupe", &self.pipeline.dedupe)
             .field("success", &self.pipeline.success)
             .finish()
     }

@@ -92,6 +92,7 @@ mod backend;
 mod body;
 mod checks;
 mod decrypt;
+mod dedupe;
 mod error;
 mod event;
 #[cfg(feature = "axum")]
@@ -111,6 +112,12 @@ pub mod test_util;
 
 pub use body::BufferedBody;
 pub use checks::{Merchant, Partner};
+#[cfg(feature = "redis")]
+pub use dedupe::RedisStore;
+pub use dedupe::{
+    Claim, DEFAULT_CAPACITY, DEFAULT_KEEP_DONE, DEFAULT_LEASE, DEFAULT_STORE_TIMEOUT, Dedupe,
+    DedupeStore, InMemoryStore, KeyFn, StoreError, StoreFuture, default_key,
+};
 pub use error::{ConfigError, Rejection, RejectionKind};
 pub use event::{
     Amount, CombineTransaction, Event, PartnerPayer, PartnerTransaction, Payer, Refund,

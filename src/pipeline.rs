@@ -14,6 +14,7 @@ use http::{HeaderMap, Response};
 use crate::backend::ResourceCipher;
 use crate::body::BufferedBody;
 use crate::decrypt::{decrypt_resource, parse_envelope};
+use crate::dedupe::Dedupe;
 use crate::error::{Rejection, RejectionKind};
 use crate::event::EventKind;
 use crate::key_ring::KeyRing;
@@ -43,6 +44,7 @@ pub(crate) struct Pipeline {
     pub(crate) tolerance_secs: u64,
     pub(crate) max_body_size: usize,
     pub(crate) handler_deadline: Duration,
+    pub(crate) dedupe: Option<Dedupe>,
     pub(crate) clock: Clock,
     pub(crate) success: SuccessReply,
     pub(crate) probes: Arc<AtomicU64>,

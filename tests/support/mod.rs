@@ -3,6 +3,7 @@
 
 pub mod example;
 pub mod postgres;
+pub mod redis;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};

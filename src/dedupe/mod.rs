@@ -1,0 +1,257 @@
+//! The dedupe guard: its configuration, the store trait and the default key.
+
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tower::BoxError;
+
+use crate::event::Event;
+use crate::notification::Notification;
+
+pub use memory::{DEFAULT_CAPACITY, InMemoryStore};
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
+
+/// A boxed, sendable future, as the store methods return.
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
+
+/// Where claims and done markers live. Implementations must make `claim` atomic: two
+/// callers (on any instances) can never both get [`Claim::Claimed`] for a live key.
+pub trait DedupeStore: Send + Sync + 'static {
+    /// Claims `key` for `token` for `lease`, unless it is done or claimed by someone else.
+    fn claim(&self, key: String, token: String, lease: Duration) -> StoreFuture<Claim>;
+
+    /// Marks `key` done for `keep` (whoever holds it: the event was applied).
+    fn complete(&self, key: String, token: String, keep: Duration) -> StoreFuture<()>;
+
+    /// Releases `key` if, and only if, `token` still holds it.
+    fn release(&self, key: String, token: String) -> StoreFuture<()>;
+}
+
+/// The answer to a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller holds the key now: run the handler.
+    Claimed,
+    /// The handler already succeeded for this key: acknowledge without running it.
+    Done,
+    /// Someone else holds the key (another copy is being handled right now).
+    InProgress,
+}
+
+/// A store that could not answer (unreachable, timed out, full).
+#[derive(Debug)]
+pub struct StoreError {
+    source: BoxError,
+}
+
+impl StoreError {
+    /// Wraps the cause.
+    pub fn new(source: impl Into<BoxError>) -> Self {
+        Self {
+            source: source.into(),
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "dedupe store: {}", self.source)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}
+
+/// The key a notification is deduplicated by.
+pub type KeyFn = Arc<dyn Fn(&Notification) -> String + Send + Sync>;
+
+/// The dedupe guard: the handler runs at most once at a time per notification, and not
+/// again after it succeeded, across every instance that shares the store.
+///
+/// WeChat Pay delivers the same notification many times: retries for about 24 hours after
+/// any non-2xx answer, and sometimes concurrent copies from several servers within seconds,
+/// landing on different instances behind a load balancer. With [`WechatPayLayer::dedupe`]
+/// the layer, after verifying a notification:
+///
+/// 1. **claims** its key in the store, with a lease;
+/// 2. if the key is already **done**, acknowledges without calling the handler;
+/// 3. if another instance **holds the claim**, answers 500 at once: WeChat Pay retries in
+///    15 s or more, by when the holder has finished and the retry is acknowledged as done.
+///    Waiting for the holder instead would tie up a connection and eat into WeChat Pay's 5 s,
+///    for an answer the retry gives anyway; and 500 is never wrong;
+/// 4. otherwise calls the handler; on success marks the key done (kept 25 h, longer than
+///    WeChat Pay's 24 h 4 min of retries); on any failure (retry answer, error, panic,
+///    deadline) releases the claim so the next retry runs the handler again.
+///
+/// A crashed instance's claim expires with its lease. If the store fails (Redis down), the
+/// answer is 500 so nothing is lost, unless [`Dedupe::run_handler_on_store_error`] is set:
+/// then the handler runs unguarded and the database transaction is the only guard. The
+/// guard never replaces that transaction: a store that loses its data (a Redis restart
+/// without persistence) forgets what was done.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_wechatpay::{Dedupe, InMemoryStore, WechatPayLayer};
+/// # use tower_wechatpay::test_util::TestSigner;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let layer = TestSigner::public_key_mode().layer()?;
+/// let layer = layer.dedupe(Dedupe::new(InMemoryStore::new()).lease(Duration::from_secs(30)));
+/// # Ok(()) }
+/// ```
+///
+/// [`WechatPayLayer::dedupe`]: crate::WechatPayLayer::dedupe
+#[derive(Clone)]
+pub struct Dedupe {
+    pub(crate) store: Arc<dyn DedupeStore>,
+    pub(crate) lease: Duration,
+    pub(crate) keep: Duration,
+    pub(crate) store_timeout: Duration,
+    pub(crate) key: KeyFn,
+    pub(crate) run_handler_on_store_error: bool,
+}
+
+/// How long a claim lasts by default: longer than any handler may run (the handler
+/// deadline is 4 s), short enough that a crashed instance's claim is gone by WeChat Pay's
+/// second retry.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// How long done markers are kept by default: WeChat Pay retries for 24 h 4 min.
+pub const DEFAULT_KEEP_DONE: Duration = Duration::from_secs(25 * 60 * 60);
+/// How long one store operation may take before it counts as a store failure.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Dedupe {
+    /// A guard over `store` with the default lease (30 s), done-marker lifetime (25 h),
+    /// store timeout (1 s) and key ([`default_key`]).
+    pub fn new(store: impl DedupeStore) -> Self {
+        Self {
+            store: Arc::new(store),
+            lease: DEFAULT_LEASE,
+            keep: DEFAULT_KEEP_DONE,
+            store_timeout: DEFAULT_STORE_TIMEOUT,
+            key: Arc::new(default_key),
+            run_handler_on_store_error: false,
+        }
+    }
+
+    /// How long a claim lasts. Keep it longer than the handler deadline.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How long a done marker is kept (at least 25 h to cover WeChat Pay's retries).
+    pub fn keep_done(mut self, keep: Duration) -> Self {
+        self.keep = keep;
+        self
+    }
+
+    /// How long one store operation may take before it counts as failed.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
+    /// Your own key: notifications with equal keys are one business event.
+    pub fn key(mut self, key: impl Fn(&Notification) -> String + Send + Sync + 'static) -> Self {
+        self.key = Arc::new(key);
+        self
+    }
+
+    /// When the store fails, run the handler anyway instead of answering 500. Only with a
+    /// handler whose database transaction is itself exactly-once.
+    pub fn run_handler_on_store_error(mut self) -> Self {
+        self.run_handler_on_store_error = true;
+        self
+    }
+
+    /// The store operation, bounded by the store timeout.
+    pub(crate) fn bounded<T: Send + 'static>(&self, operation: StoreFuture<T>) -> StoreFuture<T> {
+        let timeout = self.store_timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, operation).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::new(format!(
+                    "no answer within {} ms",
+                    timeout.as_millis()
+                ))),
+            }
+        })
+    }
+}
+
+impl<S: DedupeStore> From<S> for Dedupe {
+    fn from(store: S) -> Self {
+        Self::new(store)
+    }
+}
+
+impl fmt::Debug for Dedupe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dedupe")
+            .field("lease", &self.lease)
+            .field("keep", &self.keep)
+            .field("store_timeout", &self.store_timeout)
+            .field(
+                "run_handler_on_store_error",
+                &self.run_handler_on_store_error,
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default key: the business event, not the delivery. Whether the envelope `id` stays
+/// the same across retries is not documented, so: event type plus `transaction_id` for
+/// payments, `combine_out_trade_no` for combine payments, `refund_id` and `refund_status`
+/// for refunds, and the envelope `id` for everything else.
+pub fn default_key(notification: &Notification) -> String {
+    let event_type = notification.event_type();
+    match notification.event() {
+        Event::Payment(payment) => format!("{event_type}:{}", payment.transaction_id),
+        Event::PartnerPayment(payment) => format!("{event_type}:{}", payment.transaction_id),
+        Event::CombinePayment(combine) => {
+            format!("{event_type}:combine:{}", combine.combine_out_trade_no)
+        }
+        Event::Refund(refund) => {
+            format!("{event_type}:{}:{}", refund.refund_id, refund.refund_status)
+        }
+        Event::Other => format!("{event_type}:id:{}", notification.id()),
+    }
+}
+
+/// A token unique to one claim: per-process random seeds (std's `RandomState` draws them
+/// from the OS) and a counter.
+pub(crate) fn new_token() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let random = |salt: u64| {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(salt);
+        hasher.finish()
+    };
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:016x}{:016x}-{n:x}", random(n), random(!n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_unique() {
+        let tokens: std::collections::HashSet<String> = (0..10_000).map(|_| new_token()).collect();
+        assert_eq!(tokens.len(), 10_000);
+    }
+}

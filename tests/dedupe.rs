@@ -1,0 +1,481 @@
+//! The dedupe guard through the layer: claim, done, release on every kind of failure,
+//! concurrent copies, store failures; against the in-memory store and a real Redis.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::post;
+use http::StatusCode;
+use support::redis::Redis;
+use support::{NOW, test_layer};
+use tokio::sync::Notify;
+use tower::ServiceExt;
+use tower_wechatpay::test_util::{TestSigner, sample_payment, sample_refund};
+use tower_wechatpay::{
+    Claim, Dedupe, DedupeStore, Handled, InMemoryStore, Notification, Notified, RedisStore,
+    Rejection, RejectionKind, Retry, StoreError, StoreFuture, WechatPayLayer, default_key,
+};
+
+/// A fresh delivery of `resource` (WeChat Pay signs each copy anew, with a new envelope id).
+fn copy_of(event_type: &str, resource: &serde_json::Value) -> http::Request<Body> {
+    TestSigner::public_key_mode()
+        .notification(event_type, resource)
+        .timestamp(NOW)
+        .build()
+        .unwrap()
+        .into_request_to("/notify")
+        .map(Body::new)
+}
+
+fn payment() -> http::Request<Body> {
+    copy_of("TRANSACTION.SUCCESS", &sample_payment())
+}
+
+async fn send(app: &Router, request: http::Request<Body>) -> (StatusCode, Option<RejectionKind>) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let kind = response
+        .extensions()
+        .get::<Rejection>()
+        .map(Rejection::kind);
+    (response.status(), kind)
+}
+
+/// A handler that counts its runs and answers what `outcome` says for each run number.
+fn counting(
+    layer: WechatPayLayer,
+    runs: Arc<AtomicUsize>,
+    outcome: fn(usize) -> Result<Handled, Retry>,
+) -> Router {
+    Router::new()
+        .route(
+            "/notify",
+            post(move |Notified(_): Notified<Notification>| {
+                let run = runs.fetch_add(1, Ordering::SeqCst);
+                async move { outcome(run) }
+            }),
+        )
+        .layer(layer)
+}
+
+fn done(_: usize) -> Result<Handled, Retry> {
+    Ok(Handled::Done)
+}
+
+async fn after_success_copies_are_acknowledged_without_running(layer: WechatPayLayer) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app = counting(layer, runs.clone(), done);
+    for _ in 0..5 {
+        assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+async fn a_failed_run_releases_the_claim_for_the_retry(layer: WechatPayLayer) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    // The first two runs fail (database down), the third succeeds.
+    let app = counting(layer, runs.clone(), |run| {
+        if run < 2 {
+            Err(Retry::new("database down"))
+        } else {
+            Ok(Handled::Done)
+        }
+    });
+    assert_eq!(
+        send(&app, payment()).await.0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(
+        send(&app, payment()).await.0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+}
+
+async fn a_copy_during_a_run_gets_500_and_the_retry_finds_it_done(layer: WechatPayLayer) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let entered = Arc::new(Notify::new());
+    let proceed = Arc::new(Notify::new());
+    let app = {
+        let (runs, entered, proceed) = (runs.clone(), entered.clone(), proceed.clone());
+        Router::new()
+            .route(
+                "/notify",
+                post(move || {
+                    let (runs, entered, proceed) = (runs.clone(), entered.clone(), proceed.clone());
+                    async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        entered.notify_one();
+                        proceed.notified().await;
+                        Ok::<_, Retry>(Handled::Done)
+                    }
+                }),
+            )
+            .layer(layer)
+    };
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, payment()).await }
+    });
+    entered.notified().await;
+    assert_eq!(
+        send(&app, payment()).await,
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some(RejectionKind::InProgress)
+        )
+    );
+    proceed.notify_one();
+    assert_eq!(first.await.unwrap().0, StatusCode::NO_CONTENT);
+    assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn in_memory_after_success_copies_are_acknowledged_without_running() {
+    after_success_copies_are_acknowledged_without_running(
+        test_layer().dedupe(InMemoryStore::new()),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn in_memory_a_failed_run_releases_the_claim_for_the_retry() {
+    a_failed_run_releases_the_claim_for_the_retry(test_layer().dedupe(InMemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn in_memory_a_copy_during_a_run_gets_500_and_the_retry_finds_it_done() {
+    a_copy_during_a_run_gets_500_and_the_retry_finds_it_done(
+        test_layer().dedupe(InMemoryStore::new()),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn redis_guard_behaves_the_same() {
+    let redis = Redis::start();
+    for (i, scenario) in [0, 1, 2].into_iter().enumerate() {
+        let store = RedisStore::connect(&redis.url())
+            .await
+            .unwrap()
+            .prefix(&format!("scenario{i}:"));
+        let layer = test_layer().dedupe(store);
+        match scenario {
+            0 => after_success_copies_are_acknowledged_without_running(layer).await,
+            1 => a_failed_run_releases_the_claim_for_the_retry(layer).await,
+            _ => a_copy_during_a_run_gets_500_and_the_retry_finds_it_done(layer).await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_panic_releases_the_claim() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app = counting(
+        test_layer().dedupe(InMemoryStore::new()),
+        runs.clone(),
+        |run| {
+            if run == 0 {
+                panic!("bug on the first run");
+            }
+            Ok(Handled::Done)
+        },
+    );
+    assert_eq!(
+        send(&app, payment()).await,
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some(RejectionKind::HandlerPanicked)
+        )
+    );
+    assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_past_the_deadline_releases_the_claim() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app = {
+        let runs = runs.clone();
+        Router::new()
+            .route(
+                "/notify",
+                post(move || {
+                    let run = runs.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        if run == 0 {
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                        }
+                        Ok::<_, Retry>(Handled::Done)
+                    }
+                }),
+            )
+            .layer(test_layer().dedupe(InMemoryStore::new()))
+    };
+    assert_eq!(
+        send(&app, payment()).await,
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some(RejectionKind::HandlerTimeout)
+        )
+    );
+    assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_business_rejection_counts_as_done() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app = counting(
+        test_layer().dedupe(InMemoryStore::new()),
+        runs.clone(),
+        |_| Ok(Handled::rejected("unknown order")),
+    );
+    assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// A store that is down.
+struct Down;
+
+impl DedupeStore for Down {
+    fn claim(&self, _: String, _: String, _: Duration) -> StoreFuture<Claim> {
+        Box::pin(async { Err(StoreError::new("connection refused")) })
+    }
+    fn complete(&self, _: String, _: String, _: Duration) -> StoreFuture<()> {
+        Box::pin(async { Err(StoreError::new("connection refused")) })
+    }
+    fn release(&self, _: String, _: String) -> StoreFuture<()> {
+        Box::pin(async { Err(StoreError::new("connection refused")) })
+    }
+}
+
+/// A store that never answers.
+struct Hung;
+
+impl DedupeStore for Hung {
+    fn claim(&self, _: String, _: String, _: Duration) -> StoreFuture<Claim> {
+        Box::pin(std::future::pending())
+    }
+    fn complete(&self, _: String, _: String, _: Duration) -> StoreFuture<()> {
+        Box::pin(std::future::pending())
+    }
+    fn release(&self, _: String, _: String) -> StoreFuture<()> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn a_store_failure_is_a_500_and_the_handler_does_not_run() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app = counting(test_layer().dedupe(Down), runs.clone(), done);
+    assert_eq!(
+        send(&app, payment()).await,
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some(RejectionKind::DedupeUnavailable)
+        )
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn opting_in_runs_the_handler_when_the_store_fails() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app = counting(
+        test_layer().dedupe(Dedupe::new(Down).run_handler_on_store_error()),
+        runs.clone(),
+        done,
+    );
+    assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_hangs_is_bounded_by_the_store_timeout() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app = counting(
+        test_layer().dedupe(Dedupe::new(Hung).store_timeout(Duration::from_millis(300))),
+        runs.clone(),
+        done,
+    );
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        send(&app, payment()).await,
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some(RejectionKind::DedupeUnavailable)
+        )
+    );
+    assert_eq!(started.elapsed(), Duration::from_millis(300));
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn the_default_key_is_the_business_event_not_the_delivery() {
+    let layer = test_layer();
+    let open = |request: http::Request<Body>| {
+        let layer = layer.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 16).await.unwrap();
+            layer.verify(&parts.headers, &body).unwrap()
+        }
+    };
+    // Two deliveries of one payment carry different envelope ids but one key.
+    let a = open(payment()).await;
+    let b = open(payment()).await;
+    assert_ne!(a.id(), b.id());
+    assert_eq!(default_key(&a), default_key(&b));
+    assert_eq!(
+        default_key(&a),
+        "TRANSACTION.SUCCESS:4200830166131860913909960308"
+    );
+    // Refund success and refund abnormal of one refund are two events.
+    let success = open(copy_of("REFUND.SUCCESS", &sample_refund())).await;
+    let mut abnormal_resource = sample_refund();
+    abnormal_resource["refund_status"] = "ABNORMAL".into();
+    let abnormal = open(copy_of("REFUND.ABNORMAL", &abnormal_resource)).await;
+    assert_ne!(default_key(&success), default_key(&abnormal));
+    assert!(default_key(&success).contains("50000000382019052709732678859"));
+    // Unknown events fall back to the envelope id.
+    let other = open(
+        TestSigner::public_key_mode()
+            .notification(
+                "COMPLAINT.CREATE",
+                &serde_json::json!({"complaint_id": "1"}),
+            )
+            .original_type("complaint")
+            .timestamp(NOW)
+            .build()
+            .unwrap()
+            .into_request_to("/notify")
+            .map(Body::new),
+    )
+    .await;
+    assert!(default_key(&other).ends_with(other.id()));
+}
+
+#[tokio::test]
+async fn a_custom_key_groups_what_the_user_says() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let per_order = Dedupe::new(InMemoryStore::new()).key(|n: &Notification| {
+        n.payment()
+            .map(|p| p.out_trade_no.clone())
+            .unwrap_or_default()
+    });
+    let app = counting(test_layer().dedupe(per_order), runs.clone(), done);
+    let mut other_transaction = sample_payment();
+    other_transaction["transaction_id"] = "another".into();
+    assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        send(&app, copy_of("TRANSACTION.SUCCESS", &other_transaction))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "same order, one run");
+}
+
+#[tokio::test]
+async fn redis_claims_are_atomic_with_leases_and_token_checked_releases() {
+    let redis = Redis::start();
+    let store = RedisStore::connect(&redis.url())
+        .await
+        .unwrap()
+        .prefix("atomic:");
+    let lease = Duration::from_secs(30);
+    assert_eq!(
+        store.claim("k".into(), "a".into(), lease).await.unwrap(),
+        Claim::Claimed
+    );
+    // The lease is set on the key (it expires if the holder crashes).
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("atomic:k")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(ttl > 29_000 && ttl <= 30_000, "pttl {ttl}");
+
+    // 200 concurrent claims for one fresh key: exactly one wins.
+    let claims = futures_util::future::join_all((0..200).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .claim("race".into(), format!("t{i}"), lease)
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    assert_eq!(claims.iter().filter(|c| **c == Claim::Claimed).count(), 1);
+    assert_eq!(
+        claims.iter().filter(|c| **c == Claim::InProgress).count(),
+        199
+    );
+
+    // Only the holder releases.
+    store.release("k".into(), "intruder".into()).await.unwrap();
+    assert_eq!(
+        store.claim("k".into(), "b".into(), lease).await.unwrap(),
+        Claim::InProgress
+    );
+    store.release("k".into(), "a".into()).await.unwrap();
+    assert_eq!(
+        store.claim("k".into(), "b".into(), lease).await.unwrap(),
+        Claim::Claimed
+    );
+    // Done markers live at least 25 h.
+    store
+        .complete("k".into(), "b".into(), tower_wechatpay::DEFAULT_KEEP_DONE)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.claim("k".into(), "c".into(), lease).await.unwrap(),
+        Claim::Done
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("atomic:k")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(ttl > (24 * 3600 + 4 * 60) * 1000, "pttl {ttl}");
+}
+
+#[tokio::test]
+async fn redis_down_is_a_500_then_the_guard_recovers_after_restart() {
+    let mut redis = Redis::start();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let store = RedisStore::connect(&redis.url()).await.unwrap();
+    let app = counting(test_layer().dedupe(store), runs.clone(), done);
+    redis.kill();
+    let (status, kind) = send(&app, payment()).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(kind, Some(RejectionKind::DedupeUnavailable));
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "nothing ran unguarded");
+
+    redis.restart();
+    // The connection manager reconnects in the background; WeChat Pay's retries come
+    // 15 s apart, the test retries sooner, a bounded number of times.
+    let mut status = StatusCode::INTERNAL_SERVER_ERROR;
+    for _ in 0..100 {
+        status = send(&app, payment()).await.0;
+        if status.is_success() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}

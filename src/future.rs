@@ -244,7 +244,7 @@ where
         Ok(collected) => collected.to_bytes(),
         Err(error) => return answered(reply::failure(body_error(&error))),
     };
-    let notification = match pipeline.open(&checked, &body) {
+    let notification = match pipeline.open(&checked, &parts.headers, &body) {
         Ok(notification) => notification,
         Err(rejection) => return answered(reply::failure(rejection)),
     };

@@ -155,10 +155,15 @@ impl KeyRing {
         self.read().is_empty()
     }
 
-    /// The key for a `Wechatpay-Serial` header value.
+    /// The key for a `Wechatpay-Serial` header value. WeChat Pay sends serials in the
+    /// stored form, so the exact look-up (no allocation) almost always hits.
     pub(crate) fn get(&self, serial: &str) -> Option<Arc<PlatformKey>> {
-        let key = lookup_key(serial)?;
-        self.read().get(&key).cloned()
+        let keys = self.read();
+        if let Some(key) = keys.get(serial) {
+            return Some(Arc::clone(key));
+        }
+        let normalized = lookup_key(serial)?;
+        keys.get(&normalized).cloned()
     }
 
     /// What to tell the operator when `serial` is unknown: which key to add.

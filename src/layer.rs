@@ -161,7 +161,12 @@ impl WechatPayLayer {
     /// The [`Rejection`] the service would answer with.
     pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Notification, Rejection> {
         let checked = self.pipeline.check_headers(headers)?;
-        self.pipeline.open(&checked, body)
+        self.pipeline.open(&checked, headers, body)
+    }
+
+    #[cfg(feature = "test-util")]
+    pub(crate) fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
     }
 
     // Builder steps run before the layer is shared; if it was cloned already, the change

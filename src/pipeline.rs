@@ -106,6 +106,7 @@ impl Pipeline {
     pub(crate) fn open(
         &self,
         checked: &CheckedHeaders,
+        headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Notification, Rejection> {
         let serial = checked.key.serial.as_str();
@@ -119,7 +120,7 @@ impl Pipeline {
                 "body too large",
             ));
         }
-        if let Err(rejection) = verify_signature(checked, body) {
+        if let Err(rejection) = verify_signature(checked, headers, body) {
             tracing::warn!(
                 serial,
                 "refused a notification whose signature does not verify \

@@ -2,29 +2,29 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use std::sync::Arc;
 
 use crate::backend::signed_message_parts;
 use crate::error::{Rejection, RejectionKind};
 use crate::key_ring::{KeyRing, PlatformKey};
 
-/// Header names (lower case: `http` compares header names case-insensitively).
-pub(crate) const TIMESTAMP: &str = "wechatpay-timestamp";
-pub(crate) const NONCE: &str = "wechatpay-nonce";
-pub(crate) const SIGNATURE: &str = "wechatpay-signature";
-pub(crate) const SERIAL: &str = "wechatpay-serial";
-pub(crate) const SIGNATURE_TYPE: &str = "wechatpay-signature-type";
+// Header names, pre-parsed (`http` matches names case-insensitively; a `&str` name would be
+// parsed again on every lookup).
+pub(crate) const TIMESTAMP: HeaderName = HeaderName::from_static("wechatpay-timestamp");
+pub(crate) const NONCE: HeaderName = HeaderName::from_static("wechatpay-nonce");
+pub(crate) const SIGNATURE: HeaderName = HeaderName::from_static("wechatpay-signature");
+pub(crate) const SERIAL: HeaderName = HeaderName::from_static("wechatpay-serial");
+pub(crate) const SIGNATURE_TYPE: HeaderName = HeaderName::from_static("wechatpay-signature-type");
 
 /// The only signature type this crate verifies; a missing header means this one.
 pub(crate) const RSA_SIGNATURE_TYPE: &[u8] = b"WECHATPAY2-SHA256-RSA2048";
 /// WeChat Pay's deliberate bad-signature probe (签名探测) starts with this.
 pub(crate) const PROBE_PREFIX: &[u8] = b"WECHATPAY/SIGNTEST/";
 
-/// What the headers say, checked before the body is read.
+/// What the headers say, checked before the body is read. The timestamp and nonce stay in
+/// the header map, which travels with the request.
 pub(crate) struct CheckedHeaders {
-    pub(crate) timestamp: HeaderValue,
-    pub(crate) nonce: HeaderValue,
     pub(crate) signature: Vec<u8>,
     pub(crate) key: Arc<PlatformKey>,
 }
@@ -54,7 +54,7 @@ pub(crate) fn check_headers(
         ));
     }
     let timestamp = required(headers, TIMESTAMP, "missing wechatpay-timestamp header")?;
-    let nonce = required(headers, NONCE, "missing wechatpay-nonce header")?;
+    required(headers, NONCE, "missing wechatpay-nonce header")?;
     let signature = required(headers, SIGNATURE, "missing wechatpay-signature header")?;
     let serial = required(headers, SERIAL, "missing wechatpay-serial header")?;
 
@@ -91,28 +91,31 @@ pub(crate) fn check_headers(
             hint: keys.unknown_serial_hint(serial),
         });
     };
-    Ok(CheckedHeaders {
-        timestamp: timestamp.clone(),
-        nonce: nonce.clone(),
-        signature,
-        key,
-    })
+    Ok(CheckedHeaders { signature, key })
 }
 
-/// Verifies the signature over `timestamp\nnonce\nbody\n`, built from the exact bytes.
-pub(crate) fn verify_signature(checked: &CheckedHeaders, body: &[u8]) -> Result<(), Rejection> {
-    let message =
-        signed_message_parts(checked.timestamp.as_bytes(), checked.nonce.as_bytes(), body);
+/// Verifies the signature over `timestamp\nnonce\nbody\n`, built from the exact bytes of
+/// the headers that [`check_headers`] accepted.
+pub(crate) fn verify_signature(
+    checked: &CheckedHeaders,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), Rejection> {
+    let invalid = || {
+        Rejection::new(
+            RejectionKind::InvalidSignature,
+            "signature verification failed",
+        )
+    };
+    let (Some(timestamp), Some(nonce)) = (headers.get(TIMESTAMP), headers.get(NONCE)) else {
+        return Err(invalid());
+    };
+    let message = signed_message_parts(timestamp.as_bytes(), nonce.as_bytes(), body);
     checked
         .key
         .verifying_key
         .verify(&message, &checked.signature)
-        .map_err(|_| {
-            Rejection::new(
-                RejectionKind::InvalidSignature,
-                "signature verification failed",
-            )
-        })
+        .map_err(|_| invalid())
 }
 
 /// Unix seconds: ASCII digits only (an optional leading `-` is tolerated for arithmetic, and
@@ -133,7 +136,7 @@ pub(crate) fn within_window(now: i64, signed_at: i64, tolerance_secs: u64) -> bo
 
 fn required<'h>(
     headers: &'h HeaderMap,
-    name: &'static str,
+    name: HeaderName,
     message: &'static str,
 ) -> Result<&'h HeaderValue, HeaderProblem> {
     headers

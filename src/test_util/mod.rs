@@ -17,6 +17,9 @@
 //!
 //! The private keys here are public test material: never configure them in production.
 
+#[doc(hidden)]
+pub mod bench;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine;

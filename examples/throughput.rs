@@ -1,0 +1,248 @@
+//! How many notifications one core verifies, decrypts and answers through the full layer
+//! path: request in → verified, decrypted, typed notification handed to a trivial inner
+//! service → answer out. Single thread, pre-signed notifications.
+//!
+//! ```text
+//! cargo run --release --example throughput                      # the crate's test signer
+//! cargo run --release --example throughput -- --fixtures DIR    # ../shared/tools/gen_fixtures.py output
+//! cargo run --release --no-default-features --features rustcrypto --example throughput
+//! ```
+//!
+//! Options: `--seconds S` (default 5, split into 5 passes; the median pass is reported),
+//! `--count N` (test-signer notifications, default 1000), `--export DIR` (write the signed
+//! requests for a load generator and exit). The last line is
+//! `layer: N notifications/s, X µs per notification`.
+
+mod support;
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use tower::{Service, ServiceExt};
+use tower_wechatpay::test_util::{SignedNotification, TestSigner, sample_payment};
+use tower_wechatpay::{BufferedBody, Notification, WechatPayLayer};
+
+const USAGE: &str = "usage: throughput [--seconds S] [--count N] [--fixtures DIR] [--export DIR]";
+const PASSES: u32 = 5;
+
+/// One pre-signed notification and the amount its handler must see.
+struct Case {
+    headers: HeaderMap,
+    body: Bytes,
+    total: i64,
+}
+
+fn from_signer(count: usize) -> Result<(WechatPayLayer, Vec<Case>), String> {
+    let signer = TestSigner::public_key_mode();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs() as i64;
+    let mut cases = Vec::with_capacity(count);
+    for i in 0..count {
+        let total = 100 + (i as i64 * 37) % 100_000;
+        let mut resource = sample_payment();
+        resource["out_trade_no"] = format!("2025112811200060{i:06}").into();
+        resource["transaction_id"] = format!("42008301661318609{i:011}").into();
+        resource["amount"]["total"] = total.into();
+        resource["amount"]["payer_total"] = total.into();
+        let SignedNotification { headers, body } = signer
+            .notification("TRANSACTION.SUCCESS", &resource)
+            .timestamp(now)
+            .build()
+            .map_err(|e| e.to_string())?;
+        cases.push(Case {
+            headers,
+            body,
+            total,
+        });
+    }
+    Ok((signer.layer().map_err(|e| e.to_string())?, cases))
+}
+
+/// Reads `gen_fixtures.py` output: the same notifications the peer harnesses use.
+fn from_fixtures(dir: &Path) -> Result<(WechatPayLayer, Vec<Case>), String> {
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()))
+    };
+    let meta: serde_json::Value = serde_json::from_str(&read("meta.json")?).map_err(|e| e.to_string())?;
+    let field = |name: &str| {
+        meta[name]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("meta.json has no {name}"))
+    };
+    let serial = field("serial")?;
+    let layer = WechatPayLayer::new(field("apiv3_key")?).map_err(|e| e.to_string())?;
+    let layer = if serial.starts_with("PUB_KEY_ID_") {
+        layer.add_public_key(&serial, read("platform_public_key.pem")?)
+    } else {
+        layer.add_certificate(read("platform_cert.pem")?)
+    }
+    .map_err(|e| e.to_string())?;
+    let mut cases = Vec::new();
+    let mut timestamps = Vec::new();
+    for line in read("notifications.jsonl")?.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in record["headers"].as_object().ok_or("no headers")? {
+            let value = value.as_str().ok_or("header is not a string")?;
+            headers.insert(
+                HeaderName::try_from(name.as_str()).map_err(|e| e.to_string())?,
+                HeaderValue::try_from(value).map_err(|e| e.to_string())?,
+            );
+            if name.eq_ignore_ascii_case("wechatpay-timestamp") {
+                timestamps.push(value.parse::<i64>().map_err(|e| e.to_string())?);
+            }
+        }
+        let plaintext: serde_json::Value =
+            serde_json::from_str(record["plaintext"].as_str().ok_or("no plaintext")?)
+                .map_err(|e| e.to_string())?;
+        cases.push(Case {
+            headers,
+            body: Bytes::from(record["body"].as_str().ok_or("no body")?.to_owned()),
+            total: plaintext["amount"]["total"].as_i64().ok_or("no amount.total")?,
+        });
+    }
+    // Fixtures are signed at generation time; judge them by a clock at their own time.
+    timestamps.sort_unstable();
+    let now = timestamps.get(timestamps.len() / 2).copied().ok_or("no notifications")?;
+    let span = timestamps.last().copied().unwrap_or(now) - timestamps.first().copied().unwrap_or(now);
+    let layer = layer
+        .clock(move || now)
+        .timestamp_tolerance(Duration::from_secs(300 + span.unsigned_abs()));
+    Ok((layer, cases))
+}
+
+/// Writes the requests for `benches/load.sh`'s wrk script: one file per request, headers
+/// then a blank line then the body.
+fn export(dir: &Path, cases: &[Case]) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    for (i, case) in cases.iter().enumerate() {
+        let mut file = Vec::new();
+        for (name, value) in &case.headers {
+            file.extend_from_slice(name.as_str().as_bytes());
+            file.extend_from_slice(b": ");
+            file.extend_from_slice(value.as_bytes());
+            file.extend_from_slice(b"\r\n");
+        }
+        file.extend_from_slice(b"\r\n");
+        file.extend_from_slice(&case.body);
+        std::fs::write(dir.join(format!("{i:06}.http")), file).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn request(case: &Case) -> Request<BufferedBody> {
+    let mut request = Request::new(BufferedBody::new(case.body.clone()));
+    *request.method_mut() = http::Method::POST;
+    *request.headers_mut() = case.headers.clone();
+    request
+}
+
+fn main() -> ExitCode {
+    let flags = match support::Flags::parse(
+        std::env::args().skip(1),
+        &["--seconds", "--count", "--fixtures", "--export"],
+    ) {
+        Ok(flags) => flags,
+        Err(message) => return support::usage_error("throughput", &message, USAGE),
+    };
+    let seconds: f64 = match flags.one("--seconds").map(str::parse).transpose() {
+        Ok(seconds) => seconds.unwrap_or(5.0),
+        Err(_) => return support::usage_error("throughput", "--seconds takes a number", USAGE),
+    };
+    let count: usize = match flags.one("--count").map(str::parse).transpose() {
+        Ok(count) => count.unwrap_or(1000).max(1),
+        Err(_) => return support::usage_error("throughput", "--count takes a number", USAGE),
+    };
+    let loaded = match flags.one("--fixtures") {
+        Some(dir) => from_fixtures(Path::new(dir)),
+        None => from_signer(count),
+    };
+    let (layer, cases) = match loaded {
+        Ok(loaded) => loaded,
+        Err(message) => {
+            eprintln!("throughput: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(dir) = flags.one("--export") {
+        return match export(Path::new(dir), &cases) {
+            Ok(()) => {
+                eprintln!("wrote {} requests to {dir}", cases.len());
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("throughput: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("throughput: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(layer, cases, seconds))
+}
+
+async fn run(layer: WechatPayLayer, cases: Vec<Case>, seconds: f64) -> ExitCode {
+    // The inner service touches the typed notification, as a real handler would.
+    let mut service = tower::ServiceBuilder::new().layer(layer).service_fn(
+        |request: Request<BufferedBody>| async move {
+            let total = request
+                .extensions()
+                .get::<Notification>()
+                .and_then(Notification::payment)
+                .map_or(-1, |payment| payment.amount.total);
+            let mut response = Response::new(BufferedBody::empty());
+            response.extensions_mut().insert(total);
+            Ok::<_, Infallible>(response)
+        },
+    );
+
+    // Correctness first: every notification is accepted and typed as signed.
+    for case in &cases {
+        let Ok(response) = ServiceExt::<Request<BufferedBody>>::oneshot(&mut service, request(case)).await;
+        if !response.status().is_success() || response.extensions().get::<i64>() != Some(&case.total) {
+            eprintln!("throughput: a notification was not accepted ({})", response.status());
+            return ExitCode::FAILURE;
+        }
+    }
+
+    let mut rates = Vec::new();
+    let pass = Duration::from_secs_f64(seconds / f64::from(PASSES));
+    for number in 1..=PASSES {
+        let started = Instant::now();
+        let mut done: u64 = 0;
+        while started.elapsed() < pass {
+            for case in &cases {
+                let Ok(ready) = ServiceExt::<Request<BufferedBody>>::ready(&mut service).await;
+                let Ok(response) = ready.call(request(case)).await;
+                std::hint::black_box(response);
+            }
+            done += cases.len() as u64;
+        }
+        let rate = done as f64 / started.elapsed().as_secs_f64();
+        println!("pass {number}: {rate:.0} notifications/s, {:.2} µs per notification", 1e6 / rate);
+        rates.push(rate);
+    }
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
+    println!(
+        "backend {}, {} distinct notifications, median of {PASSES} passes",
+        tower_wechatpay::CRYPTO_BACKEND,
+        cases.len()
+    );
+    println!("layer: {median:.0} notifications/s, {:.2} µs per notification", 1e6 / median);
+    let _ = std::io::stdout().flush();
+    ExitCode::SUCCESS
+}

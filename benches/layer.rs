@@ -54,8 +54,9 @@ fn steps(c: &mut Criterion) {
         .enable_time()
         .build()
         .unwrap();
-    let mut service = tower::ServiceBuilder::new().layer(layer.clone()).service_fn(
-        |request: Request<BufferedBody>| async move {
+    let mut service = tower::ServiceBuilder::new()
+        .layer(layer.clone())
+        .service_fn(|request: Request<BufferedBody>| async move {
             let paid = request
                 .extensions()
                 .get::<Notification>()
@@ -63,8 +64,7 @@ fn steps(c: &mut Criterion) {
                 .is_some();
             assert!(paid);
             Ok::<_, Infallible>(Response::new(BufferedBody::empty()))
-        },
-    );
+        });
     group.bench_function("full layer: oneshot through the service", |b| {
         b.iter(|| {
             runtime.block_on(async {

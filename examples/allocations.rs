@@ -53,7 +53,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         );
         // Warm up (lazy statics, the runtime's first timers), then count.
-        let warm_up: Vec<_> = signed.iter().take(10).cloned().map(|s| s.into_request()).collect();
+        let warm_up: Vec<_> = signed
+            .iter()
+            .take(10)
+            .cloned()
+            .map(|s| s.into_request())
+            .collect();
         run(&mut service, warm_up).await;
         let requests: Vec<_> = signed.iter().cloned().map(|s| s.into_request()).collect();
         let region = Region::new(GLOBAL);
@@ -66,12 +71,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let net = region.change();
         let per = |n: usize| n as f64 / COUNT as f64;
-        println!("backend {}, {COUNT} notifications through the full layer path", tower_wechatpay::CRYPTO_BACKEND);
-        println!("allocations per notification: {:.1}", per(stats.allocations + stats.reallocations));
-        println!("bytes allocated per notification: {:.0}", per(stats.bytes_allocated) + stats.bytes_reallocated as f64 / COUNT as f64);
+        println!(
+            "backend {}, {COUNT} notifications through the full layer path",
+            tower_wechatpay::CRYPTO_BACKEND
+        );
+        println!(
+            "allocations per notification: {:.1}",
+            per(stats.allocations + stats.reallocations)
+        );
+        println!(
+            "bytes allocated per notification: {:.0}",
+            per(stats.bytes_allocated) + stats.bytes_reallocated as f64 / COUNT as f64
+        );
         println!(
             "bytes still held after {COUNT} more requests were made, served and dropped: {}",
-            net.bytes_allocated as i64 + net.bytes_reallocated as i64 - net.bytes_deallocated as i64
+            net.bytes_allocated as i64 + net.bytes_reallocated as i64
+                - net.bytes_deallocated as i64
         );
     });
     Ok(())

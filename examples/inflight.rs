@@ -46,11 +46,16 @@ async fn heap() -> String {
 async fn live_heap(addr: &str) -> Result<i64, String> {
     let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     stream
-        .write_all(format!("GET /heap HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET /heap HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
         .await
         .map_err(|e| e.to_string())?;
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.map_err(|e| e.to_string())?;
+    stream
+        .read_to_string(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
     answer
         .rsplit("\r\n\r\n")
         .next()
@@ -59,7 +64,8 @@ async fn live_heap(addr: &str) -> Result<i64, String> {
 }
 
 fn rss_kib(pid: &str) -> Result<(u64, u64), String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
     let field = |name: &str| {
         status
             .lines()
@@ -88,19 +94,28 @@ async fn hold(addr: &str, path: &str, connections: usize, pid: &str) -> Result<(
         "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {DEFAULT_MAX_BODY_SIZE}\r\n"
     );
     for (name, value) in &signed.headers {
-        head.push_str(&format!("{}: {}\r\n", name, value.to_str().map_err(|e| e.to_string())?));
+        head.push_str(&format!(
+            "{}: {}\r\n",
+            name,
+            value.to_str().map_err(|e| e.to_string())?
+        ));
     }
     head.push_str("\r\n");
     let body = vec![b' '; DEFAULT_MAX_BODY_SIZE - 1];
 
     let mut streams = Vec::with_capacity(connections);
     for chunk in 0..connections.div_ceil(500) {
-        let opened = futures_util::future::join_all((0..500.min(connections - chunk * 500)).map(|_| async {
-            let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-            stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
-            stream.write_all(&body).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(stream)
-        }))
+        let opened = futures_util::future::join_all((0..500.min(connections - chunk * 500)).map(
+            |_| async {
+                let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+                stream
+                    .write_all(head.as_bytes())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                stream.write_all(&body).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(stream)
+            },
+        ))
         .await;
         for stream in opened {
             streams.push(stream?);
@@ -142,7 +157,13 @@ async fn hold(addr: &str, path: &str, connections: usize, pid: &str) -> Result<(
 async fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_default();
-    let known = ["--listen", "--connect", "--connections", "--server-pid", "--path"];
+    let known = [
+        "--listen",
+        "--connect",
+        "--connections",
+        "--server-pid",
+        "--path",
+    ];
     let flags = match support::Flags::parse(args, &known) {
         Ok(flags) => flags,
         Err(message) => return support::usage_error("inflight", &message, USAGE),
@@ -164,14 +185,25 @@ async fn main() -> ExitCode {
                 .route("/notify", post(paid).route_layer(layer))
                 .route("/heap", get(heap))
                 // The same server without the layer, for comparison.
-                .route("/raw", post(|body: bytes::Bytes| async move { body.len().to_string() }));
+                .route(
+                    "/raw",
+                    post(|body: bytes::Bytes| async move { body.len().to_string() }),
+                );
             support::serve("inflight", listen, app).await
         }
         "hold" => {
-            let (Some(addr), Some(pid)) = (flags.one("--connect"), flags.one("--server-pid")) else {
-                return support::usage_error("inflight", "--connect and --server-pid are required", USAGE);
+            let (Some(addr), Some(pid)) = (flags.one("--connect"), flags.one("--server-pid"))
+            else {
+                return support::usage_error(
+                    "inflight",
+                    "--connect and --server-pid are required",
+                    USAGE,
+                );
             };
-            let connections = flags.one("--connections").and_then(|n| n.parse().ok()).unwrap_or(10_000);
+            let connections = flags
+                .one("--connections")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(10_000);
             let path = flags.one("--path").unwrap_or("/notify");
             match hold(addr, path, connections, pid).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -68,9 +68,11 @@ fn from_signer(count: usize) -> Result<(WechatPayLayer, Vec<Case>), String> {
 /// Reads `gen_fixtures.py` output: the same notifications the peer harnesses use.
 fn from_fixtures(dir: &Path) -> Result<(WechatPayLayer, Vec<Case>), String> {
     let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()))
+        std::fs::read_to_string(dir.join(name))
+            .map_err(|e| format!("{}: {e}", dir.join(name).display()))
     };
-    let meta: serde_json::Value = serde_json::from_str(&read("meta.json")?).map_err(|e| e.to_string())?;
+    let meta: serde_json::Value =
+        serde_json::from_str(&read("meta.json")?).map_err(|e| e.to_string())?;
     let field = |name: &str| {
         meta[name]
             .as_str()
@@ -106,13 +108,19 @@ fn from_fixtures(dir: &Path) -> Result<(WechatPayLayer, Vec<Case>), String> {
         cases.push(Case {
             headers,
             body: Bytes::from(record["body"].as_str().ok_or("no body")?.to_owned()),
-            total: plaintext["amount"]["total"].as_i64().ok_or("no amount.total")?,
+            total: plaintext["amount"]["total"]
+                .as_i64()
+                .ok_or("no amount.total")?,
         });
     }
     // Fixtures are signed at generation time; judge them by a clock at their own time.
     timestamps.sort_unstable();
-    let now = timestamps.get(timestamps.len() / 2).copied().ok_or("no notifications")?;
-    let span = timestamps.last().copied().unwrap_or(now) - timestamps.first().copied().unwrap_or(now);
+    let now = timestamps
+        .get(timestamps.len() / 2)
+        .copied()
+        .ok_or("no notifications")?;
+    let span =
+        timestamps.last().copied().unwrap_or(now) - timestamps.first().copied().unwrap_or(now);
     let layer = layer
         .clock(move || now)
         .timestamp_tolerance(Duration::from_secs(300 + span.unsigned_abs()));
@@ -184,7 +192,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("throughput: {error}");
@@ -211,9 +222,15 @@ async fn run(layer: WechatPayLayer, cases: Vec<Case>, seconds: f64) -> ExitCode 
 
     // Correctness first: every notification is accepted and typed as signed.
     for case in &cases {
-        let Ok(response) = ServiceExt::<Request<BufferedBody>>::oneshot(&mut service, request(case)).await;
-        if !response.status().is_success() || response.extensions().get::<i64>() != Some(&case.total) {
-            eprintln!("throughput: a notification was not accepted ({})", response.status());
+        let Ok(response) =
+            ServiceExt::<Request<BufferedBody>>::oneshot(&mut service, request(case)).await;
+        if !response.status().is_success()
+            || response.extensions().get::<i64>() != Some(&case.total)
+        {
+            eprintln!(
+                "throughput: a notification was not accepted ({})",
+                response.status()
+            );
             return ExitCode::FAILURE;
         }
     }
@@ -232,7 +249,10 @@ async fn run(layer: WechatPayLayer, cases: Vec<Case>, seconds: f64) -> ExitCode 
             done += cases.len() as u64;
         }
         let rate = done as f64 / started.elapsed().as_secs_f64();
-        println!("pass {number}: {rate:.0} notifications/s, {:.2} µs per notification", 1e6 / rate);
+        println!(
+            "pass {number}: {rate:.0} notifications/s, {:.2} µs per notification",
+            1e6 / rate
+        );
         rates.push(rate);
     }
     rates.sort_by(f64::total_cmp);
@@ -242,7 +262,10 @@ async fn run(layer: WechatPayLayer, cases: Vec<Case>, seconds: f64) -> ExitCode 
         tower_wechatpay::CRYPTO_BACKEND,
         cases.len()
     );
-    println!("layer: {median:.0} notifications/s, {:.2} µs per notification", 1e6 / median);
+    println!(
+        "layer: {median:.0} notifications/s, {:.2} µs per notification",
+        1e6 / median
+    );
     let _ = std::io::stdout().flush();
     ExitCode::SUCCESS
 }

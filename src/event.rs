@@ -297,55 +297,32 @@ impl Refund {
     }
 }
 
-/// Which model a resource needs, from `original_type`, `event_type` and a cheap look at
-/// the fields present.
+/// Which model a resource needs: transactions (three shapes), refunds, or none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EventKind {
-    Payment,
-    PartnerPayment,
-    CombinePayment,
+    Transaction,
     Refund,
     Other,
 }
 
-/// Only the fields that tell the transaction shapes apart; everything else is skipped.
-#[derive(Deserialize)]
-struct ShapeProbe {
-    sp_mchid: Option<serde::de::IgnoredAny>,
-    combine_out_trade_no: Option<serde::de::IgnoredAny>,
-}
-
 impl EventKind {
-    pub(crate) fn classify(
-        original_type: Option<&str>,
-        event_type: &str,
-        plaintext: &str,
-    ) -> Result<Self, serde_json::Error> {
-        let is_transaction = match original_type {
-            Some("transaction" | "combine_transaction") => true,
-            Some("refund") => return Ok(Self::Refund),
-            Some(_) => return Ok(Self::Other),
-            None if event_type.starts_with("REFUND.") => return Ok(Self::Refund),
-            None => event_type.starts_with("TRANSACTION."),
-        };
-        if !is_transaction {
-            return Ok(Self::Other);
+    /// Which model applies, from `original_type` (or `event_type` when it is missing).
+    /// Transactions come in three shapes, told apart by their fields while parsing.
+    pub(crate) fn of(original_type: Option<&str>, event_type: &str) -> Self {
+        match original_type {
+            Some("transaction" | "combine_transaction") => Self::Transaction,
+            Some("refund") => Self::Refund,
+            Some(_) => Self::Other,
+            None if event_type.starts_with("REFUND.") => Self::Refund,
+            None if event_type.starts_with("TRANSACTION.") => Self::Transaction,
+            None => Self::Other,
         }
-        let probe: ShapeProbe = serde_json::from_str(plaintext)?;
-        Ok(if probe.combine_out_trade_no.is_some() {
-            Self::CombinePayment
-        } else if probe.sp_mchid.is_some() {
-            Self::PartnerPayment
-        } else {
-            Self::Payment
-        })
     }
 
     pub(crate) fn parse(self, plaintext: &str) -> Result<Event, serde_json::Error> {
         Ok(match self {
-            Self::Payment => Event::Payment(serde_json::from_str(plaintext)?),
-            Self::PartnerPayment => Event::PartnerPayment(serde_json::from_str(plaintext)?),
-            Self::CombinePayment => Event::CombinePayment(serde_json::from_str(plaintext)?),
+            // One pass for all three transaction shapes.
+            Self::Transaction => serde_json::from_str::<AnyTransaction>(plaintext)?.into_event()?,
             Self::Refund => Event::Refund(serde_json::from_str(plaintext)?),
             Self::Other => {
                 // Still insist on JSON: a resource that is not JSON is a broken notification.
@@ -357,11 +334,111 @@ impl EventKind {
 
     pub(crate) fn model_name(self) -> &'static str {
         match self {
-            Self::Payment => "payment",
-            Self::PartnerPayment => "partner payment",
-            Self::CombinePayment => "combine payment",
+            Self::Transaction => "transaction",
             Self::Refund => "refund",
             Self::Other => "json",
         }
+    }
+}
+
+/// Every top-level field of the three transaction shapes, so one parse serves them all;
+/// [`AnyTransaction::into_event`] then checks the fields the chosen shape requires.
+#[derive(Deserialize)]
+struct AnyTransaction {
+    appid: Option<String>,
+    mchid: Option<String>,
+    sp_appid: Option<String>,
+    sp_mchid: Option<String>,
+    sub_appid: Option<String>,
+    sub_mchid: Option<String>,
+    combine_appid: Option<String>,
+    combine_mchid: Option<String>,
+    combine_out_trade_no: Option<String>,
+    combine_payer_info: Option<Payer>,
+    sub_orders: Option<Vec<SubOrder>>,
+    out_trade_no: Option<String>,
+    transaction_id: Option<String>,
+    trade_type: Option<String>,
+    trade_state: Option<String>,
+    trade_state_desc: Option<String>,
+    bank_type: Option<String>,
+    attach: Option<String>,
+    success_time: Option<String>,
+    payer: Option<AnyPayer>,
+    amount: Option<Amount>,
+    scene_info: Option<SceneInfo>,
+    #[serde(default)]
+    promotion_detail: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct AnyPayer {
+    openid: Option<String>,
+    sp_openid: Option<String>,
+    sub_openid: Option<String>,
+}
+
+fn required<T>(value: Option<T>, field: &'static str) -> Result<T, serde_json::Error> {
+    value.ok_or_else(|| <serde_json::Error as serde::de::Error>::missing_field(field))
+}
+
+impl AnyTransaction {
+    fn into_event(self) -> Result<Event, serde_json::Error> {
+        let payer = self.payer.unwrap_or_default();
+        if let Some(combine_out_trade_no) = self.combine_out_trade_no {
+            return Ok(Event::CombinePayment(CombineTransaction {
+                combine_appid: self.combine_appid,
+                combine_mchid: self.combine_mchid,
+                combine_out_trade_no,
+                scene_info: self.scene_info,
+                combine_payer_info: self.combine_payer_info.unwrap_or_default(),
+                sub_orders: self.sub_orders.unwrap_or_default(),
+            }));
+        }
+        let out_trade_no = required(self.out_trade_no, "out_trade_no")?;
+        let transaction_id = required(self.transaction_id, "transaction_id")?;
+        let trade_state = required(self.trade_state, "trade_state")?;
+        let amount = required(self.amount, "amount")?;
+        if let Some(sp_mchid) = self.sp_mchid {
+            return Ok(Event::PartnerPayment(PartnerTransaction {
+                sp_appid: self.sp_appid,
+                sp_mchid,
+                sub_appid: self.sub_appid,
+                sub_mchid: required(self.sub_mchid, "sub_mchid")?,
+                out_trade_no,
+                transaction_id,
+                trade_type: self.trade_type,
+                trade_state,
+                trade_state_desc: self.trade_state_desc,
+                bank_type: self.bank_type,
+                attach: self.attach,
+                success_time: self.success_time,
+                payer: PartnerPayer {
+                    sp_openid: payer.sp_openid,
+                    sub_openid: payer.sub_openid,
+                },
+                amount,
+                scene_info: self.scene_info,
+                promotion_detail: self.promotion_detail,
+            }));
+        }
+        Ok(Event::Payment(Transaction {
+            appid: self.appid,
+            mchid: self.mchid,
+            out_trade_no,
+            transaction_id,
+            trade_type: self.trade_type,
+            trade_state,
+            trade_state_desc: self.trade_state_desc,
+            bank_type: self.bank_type,
+            attach: self.attach,
+            success_time: self.success_time,
+            payer: Payer {
+                openid: payer.openid,
+            },
+            amount,
+            scene_info: self.scene_info,
+            promotion_detail: self.promotion_detail,
+        }))
     }
 }

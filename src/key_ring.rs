@@ -45,7 +45,7 @@ pub struct KeyRing {
 /// One verification key and how it was named.
 pub(crate) struct PlatformKey {
     /// The serial as configured (public key id) or read from the certificate (hex).
-    pub(crate) serial: String,
+    pub(crate) serial: Arc<str>,
     pub(crate) verifying_key: VerifyingKey,
 }
 
@@ -140,7 +140,11 @@ impl KeyRing {
 
     /// The serials and public key ids present, sorted.
     pub fn serials(&self) -> Vec<String> {
-        let mut serials: Vec<String> = self.read().values().map(|key| key.serial.clone()).collect();
+        let mut serials: Vec<String> = self
+            .read()
+            .values()
+            .map(|key| key.serial.to_string())
+            .collect();
         serials.sort();
         serials
     }
@@ -193,7 +197,7 @@ impl KeyRing {
     fn insert(&self, serial: String, verifying_key: VerifyingKey) {
         let lookup = lookup_key(&serial).unwrap_or_else(|| serial.clone());
         let key = Arc::new(PlatformKey {
-            serial,
+            serial: Arc::from(serial),
             verifying_key,
         });
         self.write().insert(lookup, key);

@@ -38,18 +38,61 @@ pub struct Notification {
     inner: Arc<Fields>,
 }
 
+/// The envelope's strings, kept in one buffer (one allocation instead of seven).
+#[derive(Clone, Copy)]
+pub(crate) enum Field {
+    Id,
+    CreateTime,
+    EventType,
+    ResourceType,
+    Summary,
+    OriginalType,
+    AssociatedData,
+}
+
+const FIELDS: usize = 7;
+
 /// Everything a notification holds.
 pub(crate) struct Fields {
-    pub(crate) id: String,
-    pub(crate) create_time: Option<String>,
-    pub(crate) event_type: String,
-    pub(crate) resource_type: Option<String>,
-    pub(crate) summary: Option<String>,
-    pub(crate) original_type: Option<String>,
-    pub(crate) associated_data: Option<String>,
-    pub(crate) serial: String,
-    pub(crate) resource_json: String,
-    pub(crate) event: Event,
+    text: String,
+    spans: [Option<(u32, u32)>; FIELDS],
+    serial: Arc<str>,
+    resource_json: String,
+    event: Event,
+}
+
+impl Fields {
+    /// `values` in the order of [`Field`].
+    pub(crate) fn new(
+        values: [Option<&str>; FIELDS],
+        serial: Arc<str>,
+        resource_json: String,
+        event: Event,
+    ) -> Self {
+        let mut text = String::with_capacity(values.iter().flatten().map(|v| v.len()).sum());
+        let mut spans = [None; FIELDS];
+        for (span, value) in spans.iter_mut().zip(values) {
+            if let Some(value) = value {
+                // Envelope strings are tiny (and the body is capped far below 4 GiB).
+                let start = u32::try_from(text.len()).unwrap_or(u32::MAX);
+                text.push_str(value);
+                let end = u32::try_from(text.len()).unwrap_or(u32::MAX);
+                *span = Some((start, end));
+            }
+        }
+        Self {
+            text,
+            spans,
+            serial,
+            resource_json,
+            event,
+        }
+    }
+
+    fn get(&self, field: Field) -> Option<&str> {
+        let (start, end) = self.spans[field as usize]?;
+        self.text.get(start as usize..end as usize)
+    }
 }
 
 impl Notification {
@@ -61,37 +104,37 @@ impl Notification {
 
     /// The envelope `id`, unique per notification.
     pub fn id(&self) -> &str {
-        &self.inner.id
+        self.inner.get(Field::Id).unwrap_or_default()
     }
 
     /// The envelope `create_time`, as sent (RFC 3339 in practice).
     pub fn create_time(&self) -> Option<&str> {
-        self.inner.create_time.as_deref()
+        self.inner.get(Field::CreateTime)
     }
 
     /// The envelope `event_type`, e.g. `TRANSACTION.SUCCESS` or `REFUND.SUCCESS`.
     pub fn event_type(&self) -> &str {
-        &self.inner.event_type
+        self.inner.get(Field::EventType).unwrap_or_default()
     }
 
     /// The envelope `resource_type`, `encrypt-resource` in practice.
     pub fn resource_type(&self) -> Option<&str> {
-        self.inner.resource_type.as_deref()
+        self.inner.get(Field::ResourceType)
     }
 
     /// The envelope `summary`, e.g. `支付成功`.
     pub fn summary(&self) -> Option<&str> {
-        self.inner.summary.as_deref()
+        self.inner.get(Field::Summary)
     }
 
     /// `resource.original_type`, e.g. `transaction` or `refund`.
     pub fn original_type(&self) -> Option<&str> {
-        self.inner.original_type.as_deref()
+        self.inner.get(Field::OriginalType)
     }
 
     /// `resource.associated_data`, e.g. `transaction`.
     pub fn associated_data(&self) -> Option<&str> {
-        self.inner.associated_data.as_deref()
+        self.inner.get(Field::AssociatedData)
     }
 
     /// The `Wechatpay-Serial` of the key that verified it.
@@ -168,11 +211,11 @@ impl fmt::Debug for Notification {
             Event::Other => "Other",
         };
         f.debug_struct("Notification")
-            .field("id", &self.inner.id)
-            .field("create_time", &self.inner.create_time)
-            .field("event_type", &self.inner.event_type)
-            .field("original_type", &self.inner.original_type)
-            .field("serial", &self.inner.serial)
+            .field("id", &self.id())
+            .field("create_time", &self.create_time())
+            .field("event_type", &self.event_type())
+            .field("original_type", &self.original_type())
+            .field("serial", &self.serial())
             .field("event", &format_args!("{kind}"))
             .field("resource", &format_args!("<redacted>"))
             .finish()

@@ -109,7 +109,7 @@ impl Pipeline {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Notification, Rejection> {
-        let serial = checked.key.serial.as_str();
+        let serial: &str = &checked.key.serial;
         if body.len() > self.max_body_size {
             tracing::warn!(
                 len = body.len(),
@@ -158,9 +158,7 @@ impl Pipeline {
                 }
             })?;
         let original_type = envelope.resource.original_type.as_deref();
-        // Not JSON at all fails again, with the right message, in `parse`.
-        let kind =
-            EventKind::classify(original_type, event_type, &plaintext).unwrap_or(EventKind::Other);
+        let kind = EventKind::of(original_type, event_type);
         let event = kind.parse(&plaintext).map_err(|error| {
             // serde's message can quote the payload: log only where and how it failed.
             tracing::error!(
@@ -181,18 +179,20 @@ impl Pipeline {
             serial,
             "verified and decrypted a notification"
         );
-        Ok(Notification::new(Fields {
-            id: envelope.id.into_owned(),
-            create_time: envelope.create_time.map(Into::into),
-            event_type: event_type.to_owned(),
-            resource_type: envelope.resource_type.map(Into::into),
-            summary: envelope.summary.map(Into::into),
-            original_type: original_type.map(Into::into),
-            associated_data: envelope.resource.associated_data.map(Into::into),
-            serial: serial.to_owned(),
-            resource_json: plaintext,
+        Ok(Notification::new(Fields::new(
+            [
+                Some(envelope.id.as_ref()),
+                envelope.create_time.as_deref(),
+                Some(event_type),
+                envelope.resource_type.as_deref(),
+                envelope.summary.as_deref(),
+                original_type,
+                envelope.resource.associated_data.as_deref(),
+            ],
+            Arc::clone(&checked.key.serial),
+            plaintext,
             event,
-        }))
+        )))
     }
 
     /// Turns the handler's result into exactly what WeChat Pay needs: 2xx becomes the

@@ -35,7 +35,7 @@ pub fn decrypt(layer: &WechatPayLayer, body: &[u8]) -> usize {
 
 /// Classifies and parses a decrypted payment resource into its typed model.
 pub fn model(plaintext: &str) -> bool {
-    EventKind::classify(Some("transaction"), "TRANSACTION.SUCCESS", plaintext)
-        .and_then(|kind| kind.parse(plaintext))
+    EventKind::of(Some("transaction"), "TRANSACTION.SUCCESS")
+        .parse(plaintext)
         .is_ok()
 }

@@ -84,6 +84,8 @@ pub enum RejectionKind {
     BodyTooLarge,
     /// The body could not be read, e.g. the client went away (400).
     BodyUnreadable,
+    /// The body did not arrive within the body timeout: a slow or stalled client (408).
+    BodyTimeout,
     /// A required `Wechatpay-*` header is missing (400).
     MissingHeader,
     /// A `Wechatpay-*` header is present but malformed, e.g. a non-numeric timestamp (400).
@@ -132,6 +134,7 @@ impl RejectionKind {
     pub const fn status(self) -> StatusCode {
         match self {
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BodyUnreadable
             | Self::MissingHeader
             | Self::InvalidHeader

@@ -55,6 +55,9 @@ pin_project! {
         Buffering {
             #[pin]
             collect: Collect<Limited<B>>,
+            // A body that trickles or stalls must not hold the task (and its buffers).
+            #[pin]
+            timeout: Sleep,
             pending: Option<Pending<S>>,
         },
         // Asking the dedupe store whether this event may run.
@@ -133,6 +136,7 @@ where
         Self {
             state: State::Buffering {
                 collect,
+                timeout: tokio::time::sleep(pipeline.body_timeout),
                 pending: Some(Pending {
                     parts,
                     checked,
@@ -164,11 +168,33 @@ where
                         .take()
                         .expect("future polled after completion")));
                 }
-                StateProj::Buffering { collect, pending } => {
-                    let collected = ready!(collect.poll(cx));
-                    let pending = pending.take().expect("future polled after completion");
-                    after_body(pending, collected)
-                }
+                StateProj::Buffering {
+                    collect,
+                    timeout,
+                    pending,
+                } => match collect.poll(cx) {
+                    Poll::Ready(collected) => {
+                        let pending = pending.take().expect("future polled after completion");
+                        after_body(pending, collected)
+                    }
+                    Poll::Pending => {
+                        ready!(timeout.poll(cx));
+                        tracing::warn!(
+                            timeout_ms = u64::try_from(
+                                pending
+                                    .as_ref()
+                                    .map_or(0, |p| p.pipeline.body_timeout.as_millis())
+                            )
+                            .unwrap_or(u64::MAX),
+                            "refused a notification whose body did not arrive in time \
+                             (a slow or stalled client)"
+                        );
+                        answered(reply::failure(Rejection::new(
+                            RejectionKind::BodyTimeout,
+                            "body read timed out",
+                        )))
+                    }
+                },
                 StateProj::Claiming { claim, verified } => {
                     let claim = ready!(claim.poll(cx));
                     let verified = verified.take().expect("future polled after completion");

@@ -22,6 +22,9 @@ use crate::service::WechatPay;
 pub const DEFAULT_TIMESTAMP_TOLERANCE: Duration = Duration::from_secs(300);
 /// The default body limit. Real notifications are 1–2 KiB.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 64 * 1024;
+/// The default body timeout: a body must arrive within 3 s (WeChat Pay itself gives up
+/// after 5 s), so a slow or stalled client cannot hold a task and its buffers.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(3);
 /// The default handler deadline: under WeChat Pay's 5 s, so a slow handler gets a clear
 /// "retry" instead of a timeout in an unknown state.
 pub const DEFAULT_HANDLER_DEADLINE: Duration = Duration::from_secs(4);
@@ -74,6 +77,7 @@ impl WechatPayLayer {
                 tolerance_secs: DEFAULT_TIMESTAMP_TOLERANCE.as_secs(),
                 max_body_size: DEFAULT_MAX_BODY_SIZE,
                 handler_deadline: DEFAULT_HANDLER_DEADLINE,
+                body_timeout: DEFAULT_BODY_TIMEOUT,
                 dedupe: None,
                 clock: system_clock(),
                 success: SuccessReply::default(),
@@ -127,6 +131,12 @@ impl WechatPayLayer {
     /// Needs a tokio runtime with the timer enabled, as axum and hyper-util servers have.
     pub fn handler_deadline(self, deadline: Duration) -> Self {
         self.with(|pipeline| pipeline.handler_deadline = deadline)
+    }
+
+    /// How long the whole body may take to arrive (default 3 s); past it the request gets
+    /// 408 with a FAIL body and its buffers are freed.
+    pub fn body_timeout(self, timeout: Duration) -> Self {
+        self.with(|pipeline| pipeline.body_timeout = timeout)
     }
 
     /// Turns on the dedupe guard (off by default): the handler runs at most once at a
@@ -200,6 +210,7 @@ impl fmt::Debug for WechatPayLayer {
             .field("tolerance_secs", &self.pipeline.tolerance_secs)
             .field("max_body_size", &self.pipeline.max_body_size)
             .field("handler_deadline", &self.pipeline.handler_deadline)
+            .field("body_timeout", &self.pipeline.body_timeout)
             .field("dedupe", &self.pipeline.dedupe)
             .field("success", &self.pipeline.success)
             .finish()

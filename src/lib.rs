@@ -9,7 +9,8 @@
 //! 2. refuses a timestamp more than the tolerance (300 s) from now, either way (401);
 //! 3. picks the key named by `Wechatpay-Serial` from its [`KeyRing`] (public keys and
 //!    platform certificates at once; unknown serial: 401, logged as an error);
-//! 4. reads the body up to the limit (413 beyond it) and verifies RSA-SHA256 over the exact
+//! 4. reads the body up to the limit (413 beyond it) within the body timeout (408 after
+//!    3 s) and verifies RSA-SHA256 over the exact
 //!    bytes `timestamp\nnonce\nbody\n` (401 on any failure, including WeChat Pay's
 //!    `WECHATPAY/SIGNTEST/` probes, which are counted and logged as probes);
 //! 5. decrypts the AES-256-GCM resource with the APIv3 key. A genuine notification we
@@ -128,7 +129,8 @@ pub use extract::{FromNotification, Notified, NotifiedRejection};
 pub use future::ResponseFuture;
 pub use key_ring::KeyRing;
 pub use layer::{
-    DEFAULT_HANDLER_DEADLINE, DEFAULT_MAX_BODY_SIZE, DEFAULT_TIMESTAMP_TOLERANCE, WechatPayLayer,
+    DEFAULT_BODY_TIMEOUT, DEFAULT_HANDLER_DEADLINE, DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_TIMESTAMP_TOLERANCE, WechatPayLayer,
 };
 pub use notification::Notification;
 pub use outcome::{BusinessRejection, Handled, Retry, into_response};

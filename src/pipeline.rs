@@ -44,6 +44,7 @@ pub(crate) struct Pipeline {
     pub(crate) tolerance_secs: u64,
     pub(crate) max_body_size: usize,
     pub(crate) handler_deadline: Duration,
+    pub(crate) body_timeout: Duration,
     pub(crate) dedupe: Option<Dedupe>,
     pub(crate) clock: Clock,
     pub(crate) success: SuccessReply,

@@ -8,6 +8,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use http::request::Parts;
 use http::{Request, Response};
@@ -55,9 +56,9 @@ pin_project! {
         Buffering {
             #[pin]
             collect: Collect<Limited<B>>,
-            // A body that trickles or stalls must not hold the task (and its buffers).
-            #[pin]
-            timeout: Sleep,
+            // A body that trickles or stalls must not hold the task (and its buffers). Armed
+            // only when the body is not there at once: the usual body costs no timer.
+            timeout: Option<Pin<Box<Sleep>>>,
             pending: Option<Pending<S>>,
         },
         // Asking the dedupe store whether this event may run.
@@ -136,7 +137,7 @@ where
         Self {
             state: State::Buffering {
                 collect,
-                timeout: tokio::time::sleep(pipeline.body_timeout),
+                timeout: None,
                 pending: Some(Pending {
                     parts,
                     checked,
@@ -178,14 +179,14 @@ where
                         after_body(pending, collected)
                     }
                     Poll::Pending => {
-                        ready!(timeout.poll(cx));
+                        let limit = pending
+                            .as_ref()
+                            .map_or(Duration::ZERO, |p| p.pipeline.body_timeout);
+                        let timer =
+                            timeout.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                        ready!(timer.as_mut().poll(cx));
                         tracing::warn!(
-                            timeout_ms = u64::try_from(
-                                pending
-                                    .as_ref()
-                                    .map_or(0, |p| p.pipeline.body_timeout.as_millis())
-                            )
-                            .unwrap_or(u64::MAX),
+                            timeout_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
                             "refused a notification whose body did not arrive in time \
                              (a slow or stalled client)"
                         );

@@ -3,22 +3,14 @@
 
 mod support;
 
+use support::payment_request;
+
 use std::convert::Infallible;
 
 use http::{Request, Response, StatusCode};
-use support::{NOW, answer, test_layer};
+use support::{answer, test_layer};
 use tower::ServiceExt;
-use tower_wechatpay::test_util::{TestSigner, sample_payment};
 use tower_wechatpay::{BufferedBody, RejectionKind, SuccessReply, WechatPayLayer};
-
-fn request() -> Request<BufferedBody> {
-    TestSigner::public_key_mode()
-        .notification("TRANSACTION.SUCCESS", &sample_payment())
-        .timestamp(NOW)
-        .build()
-        .unwrap()
-        .into_request()
-}
 
 async fn answer_for(
     layer: WechatPayLayer,
@@ -33,7 +25,7 @@ async fn answer_for(
             Ok::<_, Infallible>(response)
         },
     );
-    answer(service.oneshot(request()).await.unwrap()).await
+    answer(service.oneshot(payment_request()).await.unwrap()).await
 }
 
 #[tokio::test]
@@ -113,7 +105,7 @@ async fn handler_error_becomes_500_and_the_error_stays_inside() {
             Err::<Response<BufferedBody>, _>(std::io::Error::other("database password=hunter2"))
         },
     );
-    let response: Response<BufferedBody> = service.oneshot(request()).await.unwrap();
+    let response: Response<BufferedBody> = service.oneshot(payment_request()).await.unwrap();
     let answer = answer(response).await;
     assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(answer.fail_message(), "handler error");
@@ -133,7 +125,7 @@ async fn handler_response_extensions_reach_outer_layers() {
             Ok::<_, Infallible>(response)
         },
     );
-    let response = service.oneshot(request()).await.unwrap();
+    let response = service.oneshot(payment_request()).await.unwrap();
     assert_eq!(response.extensions().get::<u32>(), Some(&42));
 }
 
@@ -160,6 +152,6 @@ fn the_service_and_future_are_send_and_the_notification_is_shareable() {
             Ok::<_, Infallible>(Response::new(BufferedBody::empty()))
         },
     );
-    let future = tower::Service::call(&mut service, request());
+    let future = tower::Service::call(&mut service, payment_request());
     assert_send(&future);
 }

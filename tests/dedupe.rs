@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::routing::post;
 use http::StatusCode;
 use support::redis::Redis;
-use support::{NOW, test_layer};
+use support::{NOW, axum_request, test_layer};
 use tokio::sync::Notify;
 use tower::ServiceExt;
 use tower_wechatpay::test_util::{TestSigner, sample_payment, sample_refund};
@@ -21,21 +21,6 @@ use tower_wechatpay::{
     Claim, Dedupe, DedupeStore, Handled, InMemoryStore, Notification, Notified, RedisStore,
     Rejection, RejectionKind, Retry, StoreError, StoreFuture, WechatPayLayer, default_key,
 };
-
-/// A fresh delivery of `resource` (WeChat Pay signs each copy anew, with a new envelope id).
-fn copy_of(event_type: &str, resource: &serde_json::Value) -> http::Request<Body> {
-    TestSigner::public_key_mode()
-        .notification(event_type, resource)
-        .timestamp(NOW)
-        .build()
-        .unwrap()
-        .into_request_to("/notify")
-        .map(Body::new)
-}
-
-fn payment() -> http::Request<Body> {
-    copy_of("TRANSACTION.SUCCESS", &sample_payment())
-}
 
 async fn send(app: &Router, request: http::Request<Body>) -> (StatusCode, Option<RejectionKind>) {
     let response = app.clone().oneshot(request).await.unwrap();
@@ -71,7 +56,12 @@ async fn after_success_copies_are_acknowledged_without_running(layer: WechatPayL
     let runs = Arc::new(AtomicUsize::new(0));
     let app = counting(layer, runs.clone(), done);
     for _ in 0..5 {
-        assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(
+            send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
+                .await
+                .0,
+            StatusCode::NO_CONTENT
+        );
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
@@ -87,15 +77,29 @@ async fn a_failed_run_releases_the_claim_for_the_retry(layer: WechatPayLayer) {
         }
     });
     assert_eq!(
-        send(&app, payment()).await.0,
+        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
+            .await
+            .0,
         StatusCode::INTERNAL_SERVER_ERROR
     );
     assert_eq!(
-        send(&app, payment()).await.0,
+        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
+            .await
+            .0,
         StatusCode::INTERNAL_SERVER_ERROR
     );
-    assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
-    assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 3);
 }
 
@@ -122,11 +126,11 @@ async fn a_copy_during_a_run_gets_500_and_the_retry_finds_it_done(layer: WechatP
     };
     let first = tokio::spawn({
         let app = app.clone();
-        async move { send(&app, payment()).await }
+        async move { send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment())).await }
     });
     entered.notified().await;
     assert_eq!(
-        send(&app, payment()).await,
+        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment())).await,
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             Some(RejectionKind::InProgress)
@@ -134,7 +138,12 @@ async fn a_copy_during_a_run_gets_500_and_the_retry_finds_it_done(layer: WechatP
     );
     proceed.notify_one();
     assert_eq!(first.await.unwrap().0, StatusCode::NO_CONTENT);
-    assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
@@ -190,13 +199,18 @@ async fn a_panic_releases_the_claim() {
         },
     );
     assert_eq!(
-        send(&app, payment()).await,
+        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment())).await,
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             Some(RejectionKind::HandlerPanicked)
         )
     );
-    assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
@@ -221,13 +235,18 @@ async fn a_run_past_the_deadline_releases_the_claim() {
             .layer(test_layer().dedupe(InMemoryStore::new()))
     };
     assert_eq!(
-        send(&app, payment()).await,
+        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment())).await,
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             Some(RejectionKind::HandlerTimeout)
         )
     );
-    assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
@@ -239,8 +258,18 @@ async fn a_business_rejection_counts_as_done() {
         runs.clone(),
         |_| Ok(Handled::rejected("unknown order")),
     );
-    assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
-    assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
@@ -279,7 +308,7 @@ async fn a_store_failure_is_a_500_and_the_handler_does_not_run() {
     let runs = Arc::new(AtomicUsize::new(0));
     let app = counting(test_layer().dedupe(Down), runs.clone(), done);
     assert_eq!(
-        send(&app, payment()).await,
+        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment())).await,
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             Some(RejectionKind::DedupeUnavailable)
@@ -296,7 +325,12 @@ async fn opting_in_runs_the_handler_when_the_store_fails() {
         runs.clone(),
         done,
     );
-    assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
@@ -310,7 +344,7 @@ async fn a_store_that_hangs_is_bounded_by_the_store_timeout() {
     );
     let started = tokio::time::Instant::now();
     assert_eq!(
-        send(&app, payment()).await,
+        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment())).await,
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             Some(RejectionKind::DedupeUnavailable)
@@ -332,8 +366,8 @@ async fn the_default_key_is_the_business_event_not_the_delivery() {
         }
     };
     // Two deliveries of one payment carry different envelope ids but one key.
-    let a = open(payment()).await;
-    let b = open(payment()).await;
+    let a = open(axum_request("TRANSACTION.SUCCESS", &sample_payment())).await;
+    let b = open(axum_request("TRANSACTION.SUCCESS", &sample_payment())).await;
     assert_ne!(a.id(), b.id());
     assert_eq!(default_key(&a), default_key(&b));
     assert_eq!(
@@ -341,10 +375,10 @@ async fn the_default_key_is_the_business_event_not_the_delivery() {
         "TRANSACTION.SUCCESS:4200830166131860913909960308"
     );
     // Refund success and refund abnormal of one refund are two events.
-    let success = open(copy_of("REFUND.SUCCESS", &sample_refund())).await;
+    let success = open(axum_request("REFUND.SUCCESS", &sample_refund())).await;
     let mut abnormal_resource = sample_refund();
     abnormal_resource["refund_status"] = "ABNORMAL".into();
-    let abnormal = open(copy_of("REFUND.ABNORMAL", &abnormal_resource)).await;
+    let abnormal = open(axum_request("REFUND.ABNORMAL", &abnormal_resource)).await;
     assert_ne!(default_key(&success), default_key(&abnormal));
     assert!(default_key(&success).contains("50000000382019052709732678859"));
     // Unknown events fall back to the envelope id.
@@ -376,11 +410,19 @@ async fn a_custom_key_groups_what_the_user_says() {
     let app = counting(test_layer().dedupe(per_order), runs.clone(), done);
     let mut other_transaction = sample_payment();
     other_transaction["transaction_id"] = "another".into();
-    assert_eq!(send(&app, payment()).await.0, StatusCode::NO_CONTENT);
     assert_eq!(
-        send(&app, copy_of("TRANSACTION.SUCCESS", &other_transaction))
+        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
             .await
             .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        send(
+            &app,
+            axum_request("TRANSACTION.SUCCESS", &other_transaction)
+        )
+        .await
+        .0,
         StatusCode::NO_CONTENT
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1, "same order, one run");
@@ -460,7 +502,7 @@ async fn redis_down_is_a_500_then_the_guard_recovers_after_restart() {
     let store = RedisStore::connect(&redis.url()).await.unwrap();
     let app = counting(test_layer().dedupe(store), runs.clone(), done);
     redis.kill();
-    let (status, kind) = send(&app, payment()).await;
+    let (status, kind) = send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment())).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(kind, Some(RejectionKind::DedupeUnavailable));
     assert_eq!(runs.load(Ordering::SeqCst), 0, "nothing ran unguarded");
@@ -470,7 +512,9 @@ async fn redis_down_is_a_500_then_the_guard_recovers_after_restart() {
     // 15 s apart, the test retries sooner, a bounded number of times.
     let mut status = StatusCode::INTERNAL_SERVER_ERROR;
     for _ in 0..100 {
-        status = send(&app, payment()).await.0;
+        status = send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
+            .await
+            .0;
         if status.is_success() {
             break;
         }

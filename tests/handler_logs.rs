@@ -6,9 +6,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use axum::Router;
 use axum::body::Body;
 use axum::routing::post;
@@ -17,19 +14,6 @@ use support::{NOW, test_layer};
 use tower::ServiceExt;
 use tower_wechatpay::test_util::{TestSigner, sample_payment};
 use tower_wechatpay::{Handled, Notified, Retry, Transaction};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 async fn handler(Notified(payment): Notified<Transaction>) -> Result<Handled, Retry> {
     match payment.out_trade_no.as_str() {
@@ -42,14 +26,7 @@ async fn handler(Notified(payment): Notified<Transaction>) -> Result<Handled, Re
 
 #[tokio::test]
 async fn business_rejections_warn_and_retries_error_with_the_notification_id() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (_guard, captured) = support::capture_logs();
 
     let app = Router::new()
         .route("/notify", post(handler))
@@ -79,7 +56,7 @@ async fn business_rejections_warn_and_retries_error_with_the_notification_id() {
         assert_eq!(response.status(), status);
     }
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     let warn = logs
         .lines()
         .find(|line| line.contains("WARN") && line.contains("business reason"))

@@ -11,27 +11,15 @@ use axum::body::Body;
 use axum::routing::post;
 use axum::{Extension, Router};
 use http::StatusCode;
-use support::{NOW, test_layer};
+use support::{axum_request, test_layer};
 use tower::ServiceExt;
-use tower_wechatpay::test_util::{
-    TestSigner, sample_partner_payment, sample_payment, sample_refund,
-};
+use tower_wechatpay::test_util::{sample_partner_payment, sample_payment, sample_refund};
 use tower_wechatpay::{
     Event, Handled, Notification, Notified, Refund, Rejection, RejectionKind, Retry, Transaction,
 };
 
-fn request(event_type: &str, resource: &serde_json::Value) -> http::Request<Body> {
-    TestSigner::public_key_mode()
-        .notification(event_type, resource)
-        .timestamp(NOW)
-        .build()
-        .unwrap()
-        .into_request_to("/notify")
-        .map(Body::new)
-}
-
 fn payment() -> http::Request<Body> {
-    request("TRANSACTION.SUCCESS", &sample_payment())
+    axum_request("TRANSACTION.SUCCESS", &sample_payment())
 }
 
 struct Answer {
@@ -137,7 +125,11 @@ async fn the_extractor_refuses_a_notification_of_another_kind_with_a_retry() {
     }
     let answer = send(app(handler), payment()).await;
     assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
-    let answer = send(app(handler), request("REFUND.SUCCESS", &sample_refund())).await;
+    let answer = send(
+        app(handler),
+        axum_request("REFUND.SUCCESS", &sample_refund()),
+    )
+    .await;
     assert_eq!(answer.status, StatusCode::NO_CONTENT);
 }
 
@@ -156,7 +148,7 @@ async fn the_extractor_takes_any_kind_as_event_or_notification() {
             StatusCode::CONFLICT
         }
     }
-    let partner = || request("TRANSACTION.SUCCESS", &sample_partner_payment());
+    let partner = || axum_request("TRANSACTION.SUCCESS", &sample_partner_payment());
     assert_eq!(
         send(app(by_event), partner()).await.status,
         StatusCode::NO_CONTENT
@@ -228,7 +220,11 @@ async fn a_panicking_handler_is_answered_500_and_the_service_keeps_serving() {
         StatusCode::OK
     }
     let app = app(handler);
-    let answer = send(app.clone(), request("REFUND.SUCCESS", &sample_refund())).await;
+    let answer = send(
+        app.clone(),
+        axum_request("REFUND.SUCCESS", &sample_refund()),
+    )
+    .await;
     assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(answer.message.as_deref(), Some("handler panicked"));
     assert_eq!(answer.kind, Some(RejectionKind::HandlerPanicked));
@@ -263,7 +259,7 @@ async fn a_panicking_handler_over_real_http_leaves_the_server_up() {
     };
     for _ in 0..3 {
         assert_eq!(
-            send_http(request("REFUND.SUCCESS", &sample_refund())).await,
+            send_http(axum_request("REFUND.SUCCESS", &sample_refund())).await,
             StatusCode::INTERNAL_SERVER_ERROR
         );
         assert_eq!(send_http(payment()).await, StatusCode::NO_CONTENT);

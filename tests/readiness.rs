@@ -3,21 +3,14 @@
 
 mod support;
 
+use support::payment_request;
+
 use http::{Request, Response, StatusCode};
-use support::NOW;
+
 use tokio_test::{assert_pending, assert_ready_ok};
 use tower_test::mock;
-use tower_wechatpay::test_util::{TestSigner, sample_payment};
-use tower_wechatpay::{BufferedBody, Notification, WechatPayLayer};
 
-fn request() -> Request<BufferedBody> {
-    TestSigner::public_key_mode()
-        .notification("TRANSACTION.SUCCESS", &sample_payment())
-        .timestamp(NOW)
-        .build()
-        .unwrap()
-        .into_request()
-}
+use tower_wechatpay::{BufferedBody, Notification, WechatPayLayer};
 
 #[tokio::test]
 async fn the_ready_instance_is_called_and_backpressure_passes_through() {
@@ -34,7 +27,7 @@ async fn the_ready_instance_is_called_and_backpressure_passes_through() {
     handle.allow(1);
     assert_ready_ok!(service.poll_ready::<Request<BufferedBody>>());
     // The body is read inside the future, so it must run for the inner call to happen.
-    let response = tokio::spawn(service.call(request()));
+    let response = tokio::spawn(service.call(payment_request()));
 
     let (request, send_response) = handle
         .next_request()
@@ -58,7 +51,7 @@ async fn a_rejected_request_does_not_use_the_inner_service() {
         mock::spawn_layer::<Request<BufferedBody>, Response<BufferedBody>, _>(layer);
     handle.allow(1);
     assert_ready_ok!(service.poll_ready::<Request<BufferedBody>>());
-    let forged = request().map(|_| BufferedBody::new("{}".into()));
+    let forged = payment_request().map(|_| BufferedBody::new("{}".into()));
     let response = service.call(forged).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     // The inner service saw nothing.

@@ -7,38 +7,15 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use http::StatusCode;
 use support::{NOW, send_signed, test_layer};
 use tower_wechatpay::test_util::{TEST_APIV3_KEY, TEST_PUBLIC_KEY_ID, TestSigner, sample_payment};
 
 const OPENID: &str = "oTestOpenid0000000000000SECRET";
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn logs_at_trace_never_contain_secrets_or_payer_data() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (_guard, captured) = support::capture_logs();
 
     let signer = TestSigner::public_key_mode();
     let genuine = signer
@@ -88,7 +65,7 @@ async fn logs_at_trace_never_contain_secrets_or_payer_data() {
     let (answer, _) = support::send(&layer, v2_refund).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     for secret in [
         TEST_APIV3_KEY,
         OPENID,

@@ -119,3 +119,62 @@ pub async fn send(layer: &WechatPayLayer, request: Request<BufferedBody>) -> (An
 pub async fn send_signed(layer: &WechatPayLayer, signed: SignedNotification) -> (Answer, Seen) {
     send(layer, signed.into_request()).await
 }
+
+/// A genuine notification of `event_type` carrying `resource`, signed at [`NOW`]: a fresh
+/// delivery (WeChat Pay signs every copy anew, with a new envelope id).
+pub fn delivery(event_type: &str, resource: &serde_json::Value) -> SignedNotification {
+    tower_wechatpay::test_util::TestSigner::public_key_mode()
+        .notification(event_type, resource)
+        .timestamp(NOW)
+        .build()
+        .unwrap()
+}
+
+/// A genuine payment notification as a `POST /` request.
+pub fn payment_request() -> Request<BufferedBody> {
+    delivery(
+        "TRANSACTION.SUCCESS",
+        &tower_wechatpay::test_util::sample_payment(),
+    )
+    .into_request()
+}
+
+/// An axum request to `/notify` carrying a fresh delivery.
+pub fn axum_request(event_type: &str, resource: &serde_json::Value) -> Request<axum::body::Body> {
+    delivery(event_type, resource)
+        .into_request_to("/notify")
+        .map(axum::body::Body::new)
+}
+
+/// Everything logged while the returned guard lives, at TRACE. Keep such a test alone in
+/// its binary: tracing caches callsite interest per process.
+pub fn capture_logs() -> (tracing::subscriber::DefaultGuard, Captured) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (tracing::subscriber::set_default(subscriber), captured)
+}
+
+/// Log output captured by [`capture_logs`].
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

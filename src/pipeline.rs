@@ -149,6 +149,12 @@ impl Pipeline {
                         "a correctly signed notification uses an unsupported resource algorithm; \
                          answering 500 so WeChat Pay retries"
                     ),
+                    RejectionKind::MalformedResource => tracing::error!(
+                        id = %envelope.id,
+                        event_type,
+                        "a correctly signed notification decrypted to bytes that are not UTF-8; \
+                         answering 500 so WeChat Pay retries"
+                    ),
                     _ => tracing::error!(
                         id = %envelope.id,
                         event_type,

@@ -71,8 +71,8 @@ pin_project! {
         Calling {
             #[pin]
             future: S::Future,
-            #[pin]
-            deadline: Sleep,
+            // Armed only if the handler does not answer at once.
+            deadline: Option<Pin<Box<Sleep>>>,
             run: Run,
         },
         // Marking the event done, or releasing the claim, before answering.
@@ -215,7 +215,10 @@ where
                             // Past the deadline the handler's state is unknown: dropping
                             // its future cancels it, and WeChat Pay retries instead of
                             // timing out on us.
-                            ready!(deadline.poll(cx));
+                            let limit = run.pipeline.handler_deadline;
+                            let timer =
+                                deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                            ready!(timer.as_mut().poll(cx));
                             timed_out(run)
                         }
                     };
@@ -389,7 +392,7 @@ where
     match catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
         Ok(future) => State::Calling {
             future,
-            deadline: tokio::time::sleep(run.pipeline.handler_deadline),
+            deadline: None,
             run,
         },
         Err(panic) => {

@@ -59,10 +59,13 @@ rust() {
 }
 for round in $(seq 1 "$ROUNDS"); do
   log "== round $round/$ROUNDS"
-  # Rotate the order every round so no implementation always runs first.
-  impls=(floor aws rust-crypto python node)
-  for i in $(seq 0 4); do
-    impl=${impls[$(( (i + round) % 5 ))]}
+  # The floor and the layer run back to back (their order alternating), so their ratio is
+  # taken under the same machine conditions; the others rotate around them.
+  if (( round % 2 )); then pair=(floor aws); else pair=(aws floor); fi
+  others=(rust-crypto python node)
+  impls=("${pair[@]}")
+  for i in 0 1 2; do impls+=("${others[$(( (i + round) % 3 ))]}"); done
+  for impl in "${impls[@]}"; do
     case $impl in
       floor) printf '%s\t%s\t%s\n' "$round" "OpenSSL floor (verify+SHA-256+AES-GCM)" "$(floor)" >> "$results" ;;
       aws) printf '%s\t%s\t%s\n' "$round" "tower-wechatpay, aws-lc-rs (full layer)" "$(rust aws-lc-rs)" >> "$results" ;;

@@ -29,7 +29,8 @@ impl VerifyingKey {
     }
 }
 
-/// AES-256-GCM keyed with the APIv3 key, set up once.
+/// AES-256-GCM keyed with the APIv3 key, set up once. AWS-LC wipes the key context when
+/// it is freed (`OPENSSL_free` cleanses).
 pub(crate) struct ResourceCipher(LessSafeKey);
 
 impl ResourceCipher {

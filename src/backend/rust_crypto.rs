@@ -40,7 +40,8 @@ impl VerifyingKey {
     }
 }
 
-/// AES-256-GCM keyed with the APIv3 key, set up once.
+/// AES-256-GCM keyed with the APIv3 key, set up once. The `zeroize` feature of `aes-gcm`
+/// wipes the expanded key schedule when it is dropped.
 pub(crate) struct ResourceCipher(Aes256Gcm);
 
 impl ResourceCipher {

@@ -19,6 +19,8 @@
 
 #[doc(hidden)]
 pub mod bench;
+#[doc(hidden)]
+pub mod fuzz;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

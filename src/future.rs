@@ -24,13 +24,14 @@ use crate::dedupe::{Claim, StoreFuture, new_token};
 use crate::error::{Rejection, RejectionKind};
 use crate::notification::Notification;
 use crate::pipeline::Pipeline;
+use crate::refresh::RefreshWait;
 use crate::reply;
 use crate::verify::CheckedHeaders;
 
 pin_project! {
     /// The future of [`WechatPay`](crate::WechatPay): nameable, and `Send` whenever the
     /// inner service, its future and the request body are. Only the dedupe guard's store
-    /// operations are boxed, and only when the guard is on.
+    /// operations and the wait for a key refresh are boxed, and only when they happen.
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<BufferedBody>>,
@@ -52,6 +53,12 @@ pin_project! {
     {
         // The answer is known.
         Answered { response: Option<Response<BufferedBody>> },
+        // Waiting for a key refresh: the serial was unknown.
+        Refreshing {
+            #[pin]
+            wait: RefreshWait,
+            request: Option<(Request<B>, S, Arc<Pipeline>)>,
+        },
         // Reading the body.
         Buffering {
             #[pin]
@@ -132,20 +139,48 @@ where
         inner: S,
         pipeline: Arc<Pipeline>,
     ) -> Self {
-        let (parts, body) = request.into_parts();
-        let collect = Limited::new(body, pipeline.max_body_size).collect();
         Self {
-            state: State::Buffering {
-                collect,
-                timeout: None,
-                pending: Some(Pending {
-                    parts,
-                    checked,
-                    inner,
-                    pipeline,
-                }),
+            state: buffering(request, checked, inner, pipeline),
+        }
+    }
+
+    pub(crate) fn refreshing(
+        request: Request<B>,
+        wait: RefreshWait,
+        inner: S,
+        pipeline: Arc<Pipeline>,
+    ) -> Self {
+        Self {
+            state: State::Refreshing {
+                wait,
+                request: Some((request, inner, pipeline)),
             },
         }
+    }
+}
+
+fn buffering<S, B>(
+    request: Request<B>,
+    checked: CheckedHeaders,
+    inner: S,
+    pipeline: Arc<Pipeline>,
+) -> State<S, B>
+where
+    S: Service<Request<BufferedBody>>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = request.into_parts();
+    let collect = Limited::new(body, pipeline.max_body_size).collect();
+    State::Buffering {
+        collect,
+        timeout: None,
+        pending: Some(Pending {
+            parts,
+            checked,
+            inner,
+            pipeline,
+        }),
     }
 }
 
@@ -168,6 +203,16 @@ where
                     return Poll::Ready(Ok(response
                         .take()
                         .expect("future polled after completion")));
+                }
+                StateProj::Refreshing { wait, request } => {
+                    ready!(wait.poll(cx));
+                    let (request, inner, pipeline) =
+                        request.take().expect("future polled after completion");
+                    // Checked again from the start: the refresh may have added the key.
+                    match pipeline.check_headers(request.headers()) {
+                        Ok(checked) => buffering(request, checked, inner, pipeline),
+                        Err(rejection) => answered(reply::failure(rejection)),
+                    }
                 }
                 StateProj::Buffering {
                     collect,

@@ -2,13 +2,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use x509_cert::Certificate;
 use x509_cert::der::{Decode, Encode, pem};
 
 use crate::backend::VerifyingKey;
 use crate::error::ConfigError;
+use crate::refresh::{KeyRefresher, RefreshState, RefreshWait};
 
 /// The prefix of a WeChat Pay public key id, as sent in `Wechatpay-Serial`.
 pub(crate) const PUBLIC_KEY_ID_PREFIX: &str = "PUB_KEY_ID_";
@@ -39,7 +40,13 @@ pub(crate) const PUBLIC_KEY_ID_PREFIX: &str = "PUB_KEY_ID_";
 /// ```
 #[derive(Clone, Default)]
 pub struct KeyRing {
-    keys: Arc<RwLock<HashMap<String, Arc<PlatformKey>>>>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    keys: RwLock<HashMap<String, Arc<PlatformKey>>>,
+    refresh: Mutex<Option<RefreshState>>,
 }
 
 /// One verification key and how it was named.
@@ -159,6 +166,22 @@ impl KeyRing {
         self.read().is_empty()
     }
 
+    /// Installs the refresher to run when a notification names an unknown serial,
+    /// replacing any earlier one. See [`KeyRefresher`] for the bounds it runs under.
+    pub fn set_refresher(&self, refresher: KeyRefresher) {
+        *self.refresh_state() = Some(RefreshState::new(refresher));
+    }
+
+    /// Whether a refresher is installed.
+    pub fn has_refresher(&self) -> bool {
+        self.refresh_state().is_some()
+    }
+
+    /// The refresh a request with an unknown serial should wait for, if one may run.
+    pub(crate) fn wait_for_refresh(&self) -> Option<RefreshWait> {
+        self.refresh_state().as_mut()?.wait_for_refresh(self)
+    }
+
     /// The key for a `Wechatpay-Serial` header value. WeChat Pay sends serials in the
     /// stored form, so the exact look-up (no allocation) almost always hits.
     pub(crate) fn get(&self, serial: &str) -> Option<Arc<PlatformKey>> {
@@ -206,11 +229,24 @@ impl KeyRing {
     // A poisoned lock only means a writer panicked between two whole-map operations;
     // the map itself is still consistent, so keep serving.
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<PlatformKey>>> {
-        self.keys.read().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<PlatformKey>>> {
-        self.keys.write().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .keys
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn refresh_state(&self) -> std::sync::MutexGuard<'_, Option<RefreshState>> {
+        self.shared
+            .refresh
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -218,6 +254,7 @@ impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyRing")
             .field("serials", &self.serials())
+            .field("refresher", &self.has_refresher())
             .finish()
     }
 }

@@ -110,6 +110,14 @@ impl WechatPayLayer {
         self.with(|pipeline| pipeline.keys = keys)
     }
 
+    /// Installs a [`KeyRefresher`](crate::KeyRefresher) on the key ring: run (bounded)
+    /// when a notification names a serial the ring does not know. Set it after
+    /// [`key_ring`](Self::key_ring) if you use both; it belongs to the ring.
+    pub fn key_refresher(self, refresher: crate::KeyRefresher) -> Self {
+        self.pipeline.keys.set_refresher(refresher);
+        self
+    }
+
     /// The key ring; changes to it apply to every service this layer made.
     pub fn keys(&self) -> &KeyRing {
         &self.pipeline.keys

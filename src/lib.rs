@@ -104,6 +104,7 @@ mod layer;
 mod notification;
 mod outcome;
 mod pipeline;
+mod refresh;
 mod reply;
 mod service;
 mod verify;
@@ -134,6 +135,9 @@ pub use layer::{
 };
 pub use notification::Notification;
 pub use outcome::{BusinessRejection, Handled, Retry, into_response};
+pub use refresh::{
+    DEFAULT_MIN_REFRESH_INTERVAL, DEFAULT_REFRESH_WAIT, KeyRefresher, RefreshFuture,
+};
 pub use reply::SuccessReply;
 pub use service::WechatPay;
 

@@ -54,53 +54,65 @@ pub(crate) struct Pipeline {
 impl Pipeline {
     /// The checks that need no body. Logs each refusal at the level it deserves.
     pub(crate) fn check_headers(&self, headers: &HeaderMap) -> Result<CheckedHeaders, Rejection> {
-        let now = (self.clock)();
-        check_headers(headers, &self.keys, now, self.tolerance_secs).map_err(
-            |problem| match problem {
-                HeaderProblem::Probe => {
-                    let seen = self.probes.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::info!(
-                        probes_seen = seen,
-                        "refused a WeChat Pay signature probe (WECHATPAY/SIGNTEST/); \
+        self.inspect_headers(headers)
+            .map_err(|problem| self.refuse(problem, headers))
+    }
+
+    /// The checks that need no body, without a word in the log: the caller may still try
+    /// a key refresh before refusing.
+    pub(crate) fn inspect_headers(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<CheckedHeaders, HeaderProblem> {
+        check_headers(headers, &self.keys, (self.clock)(), self.tolerance_secs)
+    }
+
+    /// The answer to headers that failed their checks, logged.
+    pub(crate) fn refuse(&self, problem: HeaderProblem, headers: &HeaderMap) -> Rejection {
+        match problem {
+            HeaderProblem::Probe => {
+                let seen = self.probes.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::info!(
+                    probes_seen = seen,
+                    "refused a WeChat Pay signature probe (WECHATPAY/SIGNTEST/); \
                          WeChat Pay resends it correctly signed"
+                );
+                Rejection::new(
+                    RejectionKind::SignatureProbe,
+                    "signature verification failed",
+                )
+            }
+            HeaderProblem::UnknownSerial { serial, hint } => {
+                tracing::error!(
+                    serial = %serial,
+                    "refused a notification signed with an unknown Wechatpay-Serial: {hint}"
+                );
+                Rejection::new(RejectionKind::UnknownSerial, "unknown wechatpay-serial")
+            }
+            HeaderProblem::Rejected(rejection) => {
+                if rejection.kind() == RejectionKind::TimestampOutOfWindow {
+                    tracing::warn!(
+                        now = (self.clock)(),
+                        tolerance_secs = self.tolerance_secs,
+                        timestamp = ?headers.get(crate::verify::TIMESTAMP),
+                        "refused a notification outside the timestamp window \
+                         (replayed, or a clock is off)"
                     );
-                    Rejection::new(
-                        RejectionKind::SignatureProbe,
-                        "signature verification failed",
-                    )
-                }
-                HeaderProblem::UnknownSerial { serial, hint } => {
-                    tracing::error!(
-                        serial = %serial,
-                        "refused a notification signed with an unknown Wechatpay-Serial: {hint}"
+                } else if rejection.kind() == RejectionKind::MissingHeader
+                    && looks_like_xml(headers)
+                {
+                    tracing::warn!(
+                        reason = %rejection,
+                        "refused an APIv2 (XML) notification: this endpoint speaks APIv3 \
+                         only (refunds started by hand in the merchant platform are still \
+                         notified in v2 XML; receive those on a separate endpoint)"
                     );
-                    Rejection::new(RejectionKind::UnknownSerial, "unknown wechatpay-serial")
+                } else {
+                    tracing::warn!(reason = %rejection, "refused a notification request");
                 }
-                HeaderProblem::Rejected(rejection) => {
-                    if rejection.kind() == RejectionKind::TimestampOutOfWindow {
-                        tracing::warn!(
-                            now,
-                            tolerance_secs = self.tolerance_secs,
-                            timestamp = ?headers.get(crate::verify::TIMESTAMP),
-                            "refused a notification outside the timestamp window \
-                             (replayed, or a clock is off)"
-                        );
-                    } else if rejection.kind() == RejectionKind::MissingHeader
-                        && looks_like_xml(headers)
-                    {
-                        tracing::warn!(
-                            reason = %rejection,
-                            "refused an APIv2 (XML) notification: this endpoint speaks APIv3 \
-                             only (refunds started by hand in the merchant platform are still \
-                             notified in v2 XML; receive those on a separate endpoint)"
-                        );
-                    } else {
-                        tracing::warn!(reason = %rejection, "refused a notification request");
-                    }
-                    rejection
-                }
-            },
-        )
+                rejection
+            }
+        }
     }
 
     /// Everything after the body is in: size, signature, envelope, decryption, model.

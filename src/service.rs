@@ -13,6 +13,7 @@ use crate::body::BufferedBody;
 use crate::error::{Rejection, RejectionKind};
 use crate::future::ResponseFuture;
 use crate::pipeline::Pipeline;
+use crate::verify::HeaderProblem;
 
 /// The service made by [`WechatPayLayer`](crate::WechatPayLayer): the inner service sees
 /// only verified, decrypted notifications, and WeChat Pay sees only the answers it expects.
@@ -39,6 +40,15 @@ impl<S> WechatPay<S> {
     /// Unwraps the inner service.
     pub fn into_inner(self) -> S {
         self.inner
+    }
+}
+
+impl<S: Clone> WechatPay<S> {
+    /// Only the instance we polled is known to be ready (tower: "be careful when cloning
+    /// inner services"); it travels into the future, a fresh clone stays.
+    fn take_ready(&mut self) -> S {
+        let not_ready = self.inner.clone();
+        std::mem::replace(&mut self.inner, not_ready)
     }
 }
 
@@ -82,15 +92,20 @@ where
             let rejection = Rejection::new(RejectionKind::BodyTooLarge, "body too large");
             return ResponseFuture::rejected(rejection);
         }
-        let checked = match pipeline.check_headers(request.headers()) {
-            Ok(checked) => checked,
-            Err(rejection) => return ResponseFuture::rejected(rejection),
+        let problem = match pipeline.inspect_headers(request.headers()) {
+            Ok(checked) => {
+                return ResponseFuture::buffering(request, checked, self.take_ready(), pipeline);
+            }
+            Err(problem) => problem,
         };
-        // Only the instance we polled is known to be ready (tower: "be careful when
-        // cloning inner services"); it travels into the future, a fresh clone stays.
-        let not_ready = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, not_ready);
-        ResponseFuture::buffering(request, checked, ready, pipeline)
+        // Every other header check passed and the key may just be new to us: wait for a
+        // (bounded, single-flight) refresh of the key ring, then check again.
+        if matches!(problem, HeaderProblem::UnknownSerial { .. })
+            && let Some(wait) = pipeline.keys.wait_for_refresh()
+        {
+            return ResponseFuture::refreshing(request, wait, self.take_ready(), pipeline);
+        }
+        ResponseFuture::rejected(pipeline.refuse(problem, request.headers()))
     }
 }
 

@@ -1,0 +1,192 @@
+//! Refreshing the key ring when a notification names a serial it does not know, without
+//! letting a flood of forged serials turn the receiver into an amplifier.
+//!
+//! A refresh runs on its own task (a request that gave up waiting does not cancel it), at
+//! most one at a time (single-flight: every request that arrives meanwhile waits for the
+//! same one), and at most once per minimum interval, counted from the start of the last.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tower::BoxError;
+
+use crate::key_ring::KeyRing;
+
+/// How long after a refresh started another one may start: a flood of unknown serials
+/// causes at most one refresh per interval.
+pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long a request with an unknown serial waits for the refresh before it is answered
+/// 401 (WeChat Pay then resends it; the refresh goes on and the resend finds the key).
+/// Below WeChat Pay's 5 s deadline with the default body timeout added.
+pub const DEFAULT_REFRESH_WAIT: Duration = Duration::from_secs(2);
+
+/// What a refresher returns.
+pub type RefreshFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
+type RefreshFn = dyn Fn(KeyRing) -> RefreshFuture + Send + Sync;
+
+/// Fetches WeChat Pay keys when a notification names a serial the [`KeyRing`] does not
+/// know, e.g. by downloading the platform certificates (`GET /v3/certificates`) after a
+/// rotation. It gets the key ring and adds what it found to it.
+///
+/// Installed with [`KeyRing::set_refresher`] or
+/// [`WechatPayLayer::key_refresher`](crate::WechatPayLayer::key_refresher). Only requests
+/// that passed every other header check (timestamp window, signature encoding, not a
+/// probe) can trigger it, and never more than once per
+/// [`min_interval`](Self::min_interval). It needs a Tokio runtime; the synchronous
+/// [`WechatPayLayer::verify`](crate::WechatPayLayer::verify) never refreshes.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_wechatpay::{KeyRefresher, KeyRing, WechatPayLayer};
+/// # use tower_wechatpay::test_util::{TEST_APIV3_KEY, TEST_CERTIFICATE_PEM};
+///
+/// # async fn download_platform_certificates() -> Result<Vec<String>, std::io::Error> {
+/// #     Ok(vec![TEST_CERTIFICATE_PEM.to_owned()])
+/// # }
+/// # fn main() -> Result<(), tower_wechatpay::ConfigError> {
+/// let refresher = KeyRefresher::new(|keys: KeyRing| async move {
+///     for pem in download_platform_certificates().await? {
+///         keys.add_certificate(pem)?;
+///     }
+///     Ok(())
+/// })
+/// .min_interval(Duration::from_secs(300));
+/// let layer = WechatPayLayer::new(TEST_APIV3_KEY)?.key_refresher(refresher);
+/// # let _ = layer;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct KeyRefresher {
+    refresh: Arc<RefreshFn>,
+    min_interval: Duration,
+    max_wait: Duration,
+}
+
+impl KeyRefresher {
+    /// A refresher that runs `refresh` with the key ring to fill. An error is logged and
+    /// counts as a refresh (the interval still applies).
+    pub fn new<F, Fut>(refresh: F) -> Self
+    where
+        F: Fn(KeyRing) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        Self {
+            refresh: Arc::new(move |keys| Box::pin(refresh(keys))),
+            min_interval: DEFAULT_MIN_REFRESH_INTERVAL,
+            max_wait: DEFAULT_REFRESH_WAIT,
+        }
+    }
+
+    /// The least time between the starts of two refreshes
+    /// (default [`DEFAULT_MIN_REFRESH_INTERVAL`]).
+    pub fn min_interval(mut self, interval: Duration) -> Self {
+        self.min_interval = interval;
+        self
+    }
+
+    /// How long a request waits for a refresh before it is answered 401
+    /// (default [`DEFAULT_REFRESH_WAIT`]).
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.max_wait = wait;
+        self
+    }
+}
+
+impl fmt::Debug for KeyRefresher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRefresher")
+            .field("min_interval", &self.min_interval)
+            .field("max_wait", &self.max_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A refresher and what it has done: when the last refresh started, and the one running.
+pub(crate) struct RefreshState {
+    refresher: KeyRefresher,
+    last_started: Option<Instant>,
+    running: Option<watch::Receiver<bool>>,
+}
+
+/// Resolves when the refresh a request waits for is over, or its wait is.
+pub(crate) type RefreshWait = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl RefreshState {
+    pub(crate) fn new(refresher: KeyRefresher) -> Self {
+        Self {
+            refresher,
+            last_started: None,
+            running: None,
+        }
+    }
+
+    /// For a request whose serial is unknown: the refresh to wait for (joining the running
+    /// one, or starting one), or `None` if none may run now.
+    pub(crate) fn wait_for_refresh(&mut self, keys: &KeyRing) -> Option<RefreshWait> {
+        let max_wait = self.refresher.max_wait;
+        if let Some(running) = &self.running
+            && !*running.borrow()
+            && running.has_changed().is_ok()
+        {
+            return Some(wait(running.clone(), max_wait));
+        }
+        let now = Instant::now();
+        if let Some(last) = self.last_started
+            && now.duration_since(last) < self.refresher.min_interval
+        {
+            tracing::debug!(
+                since_last_ms = duration_ms(now.duration_since(last)),
+                "unknown Wechatpay-Serial: not refreshing keys, the last refresh was too recent"
+            );
+            return None;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("unknown Wechatpay-Serial: cannot refresh keys outside a Tokio runtime");
+            return None;
+        };
+        self.last_started = Some(now);
+        let (done, running) = watch::channel(false);
+        self.running = Some(running.clone());
+        let refresh = (self.refresher.refresh)(keys.clone());
+        tracing::info!("unknown Wechatpay-Serial: refreshing WeChat Pay keys");
+        runtime.spawn(async move {
+            // If the refresher panics, `done` is dropped with the task and the waiters
+            // wake all the same; the guard says so in the log.
+            let guard = Unfinished;
+            match refresh.await {
+                Ok(()) => tracing::info!("refreshed WeChat Pay keys"),
+                Err(error) => tracing::error!(%error, "the key refresher failed"),
+            }
+            std::mem::forget(guard);
+            let _ = done.send(true);
+        });
+        Some(wait(running, max_wait))
+    }
+}
+
+/// Logs a refresh that ended without finishing (its task panicked or was cancelled).
+struct Unfinished;
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        tracing::error!("the key refresher panicked or was cancelled");
+    }
+}
+
+fn wait(mut running: watch::Receiver<bool>, max_wait: Duration) -> RefreshWait {
+    Box::pin(async move {
+        // An error means the refresh task is gone (it panicked): nothing more to wait for.
+        let _ = tokio::time::timeout(max_wait, running.wait_for(|done| *done)).await;
+    })
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

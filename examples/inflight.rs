@@ -40,7 +40,8 @@ async fn heap() -> String {
     let stats = GLOBAL.stats();
     let live = stats.bytes_allocated as i64 + stats.bytes_reallocated as i64
         - stats.bytes_deallocated as i64;
-    live.to_string()
+    let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    format!("{live} {tasks}")
 }
 
 async fn live_heap(addr: &str) -> Result<i64, String> {
@@ -59,7 +60,7 @@ async fn live_heap(addr: &str) -> Result<i64, String> {
     answer
         .rsplit("\r\n\r\n")
         .next()
-        .and_then(|body| body.trim().parse().ok())
+        .and_then(|body| body.split_whitespace().next()?.parse().ok())
         .ok_or_else(|| format!("bad /heap answer: {answer:?}"))
 }
 

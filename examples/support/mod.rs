@@ -128,7 +128,12 @@ pub fn usage_error(program: &str, message: &str, usage: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Binds, prints `listening on ADDR` to stderr, and serves until the process ends.
+/// Binds, prints `listening on ADDR` to stderr, and serves HTTP/1.1 until the process ends.
+///
+/// Not `axum::serve`: its HTTP/1-or-2 connection builder (hyper-util 0.1.21's `auto`)
+/// keeps about 8 KiB for good of every connection a client abandons in the middle of a
+/// body (measured with examples/inflight; hyper's HTTP/1 builder, used here, keeps none).
+/// WeChat Pay notifies over HTTP/1.1.
 pub async fn serve(program: &str, listen: SocketAddr, app: axum::Router) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(listener) => listener,
@@ -141,11 +146,23 @@ pub async fn serve(program: &str, listen: SocketAddr, app: axum::Router) -> Exit
         Ok(addr) => eprintln!("listening on {addr}"),
         Err(_) => eprintln!("listening on {listen}"),
     }
-    match axum::serve(listener, app).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("{program}: {error}");
-            ExitCode::FAILURE
-        }
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of descriptors or a connection reset before accept: keep serving.
+            Err(error) => {
+                eprintln!("{program}: accept: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            // A connection that fails (a client gone mid-request) ends only itself.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
     }
 }

@@ -179,7 +179,11 @@ impl KeyRing {
 
     /// The refresh a request with an unknown serial should wait for, if one may run.
     pub(crate) fn wait_for_refresh(&self) -> Option<RefreshWait> {
-        self.refresh_state().as_mut()?.wait_for_refresh(self)
+        let (wait, start) = self.refresh_state().as_mut()?.wait_for_refresh()?;
+        if let Some(start) = start {
+            start.start(self.clone());
+        }
+        Some(wait)
     }
 
     /// The key for a `Wechatpay-Serial` header value. WeChat Pay sends serials in the

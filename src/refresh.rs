@@ -127,15 +127,17 @@ impl RefreshState {
         }
     }
 
-    /// For a request whose serial is unknown: the refresh to wait for (joining the running
-    /// one, or starting one), or `None` if none may run now.
-    pub(crate) fn wait_for_refresh(&mut self, keys: &KeyRing) -> Option<RefreshWait> {
+    /// For a request whose serial is unknown: the refresh to wait for, and the refresh to
+    /// start first if there is none running (the caller starts it outside the lock this
+    /// state lives under, so the user's code never runs under it). `None` if no refresh
+    /// may run now.
+    pub(crate) fn wait_for_refresh(&mut self) -> Option<(RefreshWait, Option<StartRefresh>)> {
         let max_wait = self.refresher.max_wait;
         if let Some(running) = &self.running
             && !*running.borrow()
             && running.has_changed().is_ok()
         {
-            return Some(wait(running.clone(), max_wait));
+            return Some((wait(running.clone(), max_wait), None));
         }
         let now = Instant::now();
         if let Some(last) = self.last_started
@@ -154,9 +156,30 @@ impl RefreshState {
         self.last_started = Some(now);
         let (done, running) = watch::channel(false);
         self.running = Some(running.clone());
-        let refresh = (self.refresher.refresh)(keys.clone());
+        let start = StartRefresh {
+            refresh: Arc::clone(&self.refresher.refresh),
+            done,
+            runtime,
+        };
+        Some((wait(running, max_wait), Some(start)))
+    }
+}
+
+/// A refresh that was decided on and is to be started.
+pub(crate) struct StartRefresh {
+    refresh: Arc<RefreshFn>,
+    done: watch::Sender<bool>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl StartRefresh {
+    /// Runs the refresher for `keys` on its own task: a request that stops waiting does
+    /// not cancel it.
+    pub(crate) fn start(self, keys: KeyRing) {
         tracing::info!("unknown Wechatpay-Serial: refreshing WeChat Pay keys");
-        runtime.spawn(async move {
+        let refresh = (self.refresh)(keys);
+        let done = self.done;
+        self.runtime.spawn(async move {
             // If the refresher panics, `done` is dropped with the task and the waiters
             // wake all the same; the guard says so in the log.
             let guard = Unfinished;
@@ -167,7 +190,6 @@ impl RefreshState {
             std::mem::forget(guard);
             let _ = done.send(true);
         });
-        Some(wait(running, max_wait))
     }
 }
 

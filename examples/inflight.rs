@@ -35,12 +35,14 @@ async fn paid(Notified(_): Notified<Transaction>) -> Result<Handled, Retry> {
     Ok(Handled::Done)
 }
 
-/// `GET /heap`: bytes currently allocated by the server.
+/// `GET /heap`: bytes currently allocated by the server, and its live tasks.
 async fn heap() -> String {
     let stats = GLOBAL.stats();
     let live = stats.bytes_allocated as i64 + stats.bytes_reallocated as i64
         - stats.bytes_deallocated as i64;
-    let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
     format!("{live} {tasks}")
 }
 

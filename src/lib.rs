@@ -8,7 +8,8 @@
 //!    `Wechatpay-Signature-Type` other than `WECHATPAY2-SHA256-RSA2048` is refused (400);
 //! 2. refuses a timestamp more than the tolerance (300 s) from now, either way (401);
 //! 3. picks the key named by `Wechatpay-Serial` from its [`KeyRing`] (public keys and
-//!    platform certificates at once; unknown serial: 401, logged as an error);
+//!    platform certificates at once; an unknown serial may first run a bounded
+//!    [`KeyRefresher`]; still unknown: 401, logged as an error);
 //! 4. reads the body up to the limit (413 beyond it) within the body timeout (408 after
 //!    3 s) and verifies RSA-SHA256 over the exact
 //!    bytes `timestamp\nnonce\nbody\n` (401 on any failure, including WeChat Pay's

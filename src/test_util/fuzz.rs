@@ -82,9 +82,9 @@ impl Harness {
 
     /// Whole layer: `flags ‖ head ‖ "\n\n" ‖ body`, where the head is `Name: value` lines.
     ///
-    /// Flag bit 0 signs the body with the test key (headers from the head fill in only what
-    /// the signature did not set, or override it with bit 1); bits 2–4 choose the handler's
-    /// answer. Invariants: the layer answers at once (the body is in memory); the handler
+    /// Flag bit 0 signs the body with the test key: the signature's headers replace the
+    /// head's, unless bit 1 lets the head's win where both set one. Bits 2–4 choose the
+    /// handler's answer. Invariants: the layer answers at once (the body is in memory); the handler
     /// runs exactly when [`WechatPayLayer::verify`] accepts the same bytes; only a request
     /// the handler saw and acknowledged gets a 2xx; every other answer is 4xx/5xx with a
     /// `{"code":"FAIL","message":…}` body.

@@ -113,7 +113,15 @@ impl Harness {
         *request.method_mut() = http::Method::POST;
         *request.headers_mut() = headers.clone();
 
+        // What `oneshot` does: ready, then call; both must finish at once here.
         let mut service = tower::Layer::layer(&self.layer, handler);
+        let ready = poll_once(std::future::poll_fn(|cx| {
+            Service::<Request<BufferedBody>>::poll_ready(&mut service, cx)
+        }));
+        assert!(
+            matches!(ready, Some(Ok(()))),
+            "the layer is not ready though its handler is"
+        );
         let response = match poll_once(service.call(request)) {
             Some(Ok(response)) => response,
             Some(Err(error)) => panic!("the layer failed instead of answering: {error}"),

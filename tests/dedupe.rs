@@ -31,6 +31,11 @@ async fn send(app: &Router, request: http::Request<Body>) -> (StatusCode, Option
     (response.status(), kind)
 }
 
+/// Delivers a fresh copy of the sample payment to `app`.
+async fn deliver(app: &Router) -> (StatusCode, Option<RejectionKind>) {
+    send(app, axum_request("TRANSACTION.SUCCESS", &sample_payment())).await
+}
+
 /// A handler that counts its runs and answers what `outcome` says for each run number.
 fn counting(
     layer: WechatPayLayer,
@@ -56,12 +61,7 @@ async fn after_success_copies_are_acknowledged_without_running(layer: WechatPayL
     let runs = Arc::new(AtomicUsize::new(0));
     let app = counting(layer, runs.clone(), done);
     for _ in 0..5 {
-        assert_eq!(
-            send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
-                .await
-                .0,
-            StatusCode::NO_CONTENT
-        );
+        assert_eq!(deliver(&app).await.0, StatusCode::NO_CONTENT);
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
@@ -76,30 +76,10 @@ async fn a_failed_run_releases_the_claim_for_the_retry(layer: WechatPayLayer) {
             Ok(Handled::Done)
         }
     });
-    assert_eq!(
-        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
-            .await
-            .0,
-        StatusCode::INTERNAL_SERVER_ERROR
-    );
-    assert_eq!(
-        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
-            .await
-            .0,
-        StatusCode::INTERNAL_SERVER_ERROR
-    );
-    assert_eq!(
-        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
-            .await
-            .0,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
-            .await
-            .0,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(deliver(&app).await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(deliver(&app).await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(deliver(&app).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(deliver(&app).await.0, StatusCode::NO_CONTENT);
     assert_eq!(runs.load(Ordering::SeqCst), 3);
 }
 
@@ -126,11 +106,11 @@ async fn a_copy_during_a_run_gets_500_and_the_retry_finds_it_done(layer: WechatP
     };
     let first = tokio::spawn({
         let app = app.clone();
-        async move { send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment())).await }
+        async move { deliver(&app).await }
     });
     entered.notified().await;
     assert_eq!(
-        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment())).await,
+        deliver(&app).await,
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             Some(RejectionKind::InProgress)
@@ -138,12 +118,7 @@ async fn a_copy_during_a_run_gets_500_and_the_retry_finds_it_done(layer: WechatP
     );
     proceed.notify_one();
     assert_eq!(first.await.unwrap().0, StatusCode::NO_CONTENT);
-    assert_eq!(
-        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
-            .await
-            .0,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(deliver(&app).await.0, StatusCode::NO_CONTENT);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
@@ -199,18 +174,13 @@ async fn a_panic_releases_the_claim() {
         },
     );
     assert_eq!(
-        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment())).await,
+        deliver(&app).await,
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             Some(RejectionKind::HandlerPanicked)
         )
     );
-    assert_eq!(
-        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
-            .await
-            .0,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(deliver(&app).await.0, StatusCode::NO_CONTENT);
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
@@ -235,18 +205,13 @@ async fn a_run_past_the_deadline_releases_the_claim() {
             .layer(test_layer().dedupe(InMemoryStore::new()))
     };
     assert_eq!(
-        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment())).await,
+        deliver(&app).await,
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             Some(RejectionKind::HandlerTimeout)
         )
     );
-    assert_eq!(
-        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
-            .await
-            .0,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(deliver(&app).await.0, StatusCode::NO_CONTENT);
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
@@ -258,18 +223,8 @@ async fn a_business_rejection_counts_as_done() {
         runs.clone(),
         |_| Ok(Handled::rejected("unknown order")),
     );
-    assert_eq!(
-        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
-            .await
-            .0,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
-            .await
-            .0,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(deliver(&app).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(deliver(&app).await.0, StatusCode::NO_CONTENT);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
@@ -308,7 +263,7 @@ async fn a_store_failure_is_a_500_and_the_handler_does_not_run() {
     let runs = Arc::new(AtomicUsize::new(0));
     let app = counting(test_layer().dedupe(Down), runs.clone(), done);
     assert_eq!(
-        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment())).await,
+        deliver(&app).await,
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             Some(RejectionKind::DedupeUnavailable)
@@ -325,12 +280,7 @@ async fn opting_in_runs_the_handler_when_the_store_fails() {
         runs.clone(),
         done,
     );
-    assert_eq!(
-        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
-            .await
-            .0,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(deliver(&app).await.0, StatusCode::NO_CONTENT);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
@@ -344,7 +294,7 @@ async fn a_store_that_hangs_is_bounded_by_the_store_timeout() {
     );
     let started = tokio::time::Instant::now();
     assert_eq!(
-        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment())).await,
+        deliver(&app).await,
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             Some(RejectionKind::DedupeUnavailable)
@@ -410,12 +360,7 @@ async fn a_custom_key_groups_what_the_user_says() {
     let app = counting(test_layer().dedupe(per_order), runs.clone(), done);
     let mut other_transaction = sample_payment();
     other_transaction["transaction_id"] = "another".into();
-    assert_eq!(
-        send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
-            .await
-            .0,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(deliver(&app).await.0, StatusCode::NO_CONTENT);
     assert_eq!(
         send(
             &app,
@@ -502,7 +447,7 @@ async fn redis_down_is_a_500_then_the_guard_recovers_after_restart() {
     let store = RedisStore::connect(&redis.url()).await.unwrap();
     let app = counting(test_layer().dedupe(store), runs.clone(), done);
     redis.kill();
-    let (status, kind) = send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment())).await;
+    let (status, kind) = deliver(&app).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(kind, Some(RejectionKind::DedupeUnavailable));
     assert_eq!(runs.load(Ordering::SeqCst), 0, "nothing ran unguarded");
@@ -512,9 +457,7 @@ async fn redis_down_is_a_500_then_the_guard_recovers_after_restart() {
     // 15 s apart, the test retries sooner, a bounded number of times.
     let mut status = StatusCode::INTERNAL_SERVER_ERROR;
     for _ in 0..100 {
-        status = send(&app, axum_request("TRANSACTION.SUCCESS", &sample_payment()))
-            .await
-            .0;
+        status = deliver(&app).await.0;
         if status.is_success() {
             break;
         }

@@ -3,7 +3,7 @@
 //! and overflow-safe for any clock, timestamp and tolerance.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

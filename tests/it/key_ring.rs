@@ -1,7 +1,7 @@
 //! Keys: both modes at once, rotation while serving, and clear configuration errors.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use http::StatusCode;
 use support::{NOW, send_signed};
@@ -100,7 +100,7 @@ fn a_pem_of_the_wrong_kind_is_named() {
     let error = keys.add_certificate(TEST_PUBLIC_KEY_PEM).unwrap_err();
     assert!(error.to_string().contains("add_public_key"), "{error}");
 
-    let private = include_str!("../src/test_util/keys/stranger.key.pem");
+    let private = include_str!("../../src/test_util/keys/stranger.key.pem");
     let error = keys
         .add_public_key(TEST_PUBLIC_KEY_ID, private)
         .unwrap_err();
@@ -141,7 +141,7 @@ fn pkcs1_public_keys_and_crlf_line_endings_are_accepted() {
 
 #[tokio::test]
 async fn a_pkcs1_public_key_verifies_like_the_spki_one() {
-    let pkcs1 = include_str!("keys/public_key_mode.pkcs1.pem");
+    let pkcs1 = include_str!("../keys/public_key_mode.pkcs1.pem");
     assert!(pkcs1.starts_with("-----BEGIN RSA PUBLIC KEY-----"));
     let layer = WechatPayLayer::new(TEST_APIV3_KEY)
         .unwrap()

@@ -1,7 +1,7 @@
 //! Slow and stalled clients: a body that trickles in or stops must not hold a task.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::pin::Pin;

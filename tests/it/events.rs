@@ -1,7 +1,7 @@
 //! Typed access to the decrypted resource: every model, the fallback, and lenient parsing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use support::{NOW, test_layer};
 use tower_wechatpay::test_util::{

@@ -1,7 +1,7 @@
 //! `Debug` output redacts keys, the decrypted resource and payer data.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use support::{NOW, test_layer};
 use tower_wechatpay::test_util::{TEST_APIV3_KEY, TestSigner, sample_payment};

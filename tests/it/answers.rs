@@ -1,7 +1,7 @@
 //! The inner service's result becomes exactly the answer WeChat Pay requires.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use support::payment_request;
 

@@ -2,7 +2,7 @@
 //! `../shared/vectors`): every case through the layer with the clock at the vectors' `now`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

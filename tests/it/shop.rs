@@ -5,7 +5,7 @@
 //! that starts a server and runs them all, each on its own database).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use http::StatusCode;
 use serde_json::{Value, json};

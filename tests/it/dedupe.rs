@@ -2,7 +2,7 @@
 //! concurrent copies, store failures; against the in-memory store and a real Redis.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,7 +1,7 @@
 //! The layer mounts on an axum `Router` directly and the handler extracts the notification.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use axum::body::Body;
 use axum::routing::post;

@@ -1,7 +1,7 @@
 //! Served by hyper over a real TCP socket, as WeChat Pay would reach it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 

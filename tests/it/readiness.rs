@@ -1,7 +1,7 @@
 //! The instance that was polled ready is the one that is called.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use support::payment_request;
 

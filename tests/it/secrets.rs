@@ -5,7 +5,7 @@
 //! logging without a subscriber first would hide events from this one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use http::StatusCode;
 use support::{NOW, send_signed, test_layer};

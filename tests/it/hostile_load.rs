@@ -4,7 +4,7 @@
 //! many connections at once must each get exactly the answer WeChat Pay's rules require.
 //! The full-size run with RSS figures is `bash benches/hostile.sh`.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

@@ -3,7 +3,7 @@
 //! minimum interval, waited for at most `max_wait`; a key it adds verifies the request
 //! that asked for it. Runs on a paused clock, so the intervals cost no real time.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -4,7 +4,7 @@
 //! The only test in this binary (tracing caches callsite interest per process).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use axum::Router;
 use axum::body::Body;

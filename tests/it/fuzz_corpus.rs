@@ -11,12 +11,12 @@ use tower_wechatpay::test_util::fuzz::{FuzzKeys, Harness};
 
 fn harness() -> Harness {
     let keys = FuzzKeys {
-        api_v3_key: include_str!("vectors/keys/apiv3_key.txt").trim(),
-        public_key_id: include_str!("vectors/keys/wechatpay_public_key_id.txt").trim(),
-        public_key_pem: include_str!("vectors/keys/wechatpay_public_key.pem"),
+        api_v3_key: include_str!("../vectors/keys/apiv3_key.txt").trim(),
+        public_key_id: include_str!("../vectors/keys/wechatpay_public_key_id.txt").trim(),
+        public_key_pem: include_str!("../vectors/keys/wechatpay_public_key.pem"),
         certificates: &[
-            include_str!("vectors/keys/platform_cert_a.pem"),
-            include_str!("vectors/keys/platform_cert_b.pem"),
+            include_str!("../vectors/keys/platform_cert_a.pem"),
+            include_str!("../vectors/keys/platform_cert_b.pem"),
         ],
         now: 1_764_300_000,
     };

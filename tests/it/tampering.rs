@@ -2,7 +2,7 @@
 //! status, a FAIL body, a typed rejection, and without reaching the handler.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use http::StatusCode;
 use support::{NOW, send, send_signed, test_layer};
@@ -372,7 +372,7 @@ async fn resource_nonce_must_be_12_bytes() {
 
 /// Signs an arbitrary body as WeChat Pay would: genuine, whatever it contains.
 fn resign(body: &str) -> SignedNotification {
-    let key = include_str!("../src/test_util/keys/public_key_mode.key.pem");
+    let key = include_str!("../../src/test_util/keys/public_key_mode.key.pem");
     let signer = TestSigner::new(
         key,
         tower_wechatpay::test_util::TEST_PUBLIC_KEY_ID,

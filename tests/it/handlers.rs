@@ -1,7 +1,7 @@
 //! Handler outcomes, the `Notified` extractor, the handler deadline and panics.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,7 +4,7 @@
 //! built with the same features.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::io::BufRead;
 use std::process::Command;

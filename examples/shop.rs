@@ -158,7 +158,7 @@ async fn notified(
     match notification.event() {
         Event::Payment(payment) => apply_payment(&shop, &notification, payment).await,
         Event::Refund(refund) => apply_refund(&shop, refund).await,
-        _ => Ok(Handled::rejected(format!(
+        _ => Ok(Handled::declined(format!(
             "this shop does not handle {} notifications",
             notification.event_type()
         ))),
@@ -171,10 +171,10 @@ async fn apply_payment(
     payment: &Transaction,
 ) -> Result<Handled, Retry> {
     if let Some(Err(rejection)) = shop.merchant.as_ref().map(|m| m.check_payment(payment)) {
-        return Ok(Handled::rejected(rejection));
+        return Ok(Handled::declined(rejection));
     }
     if let Err(rejection) = payment.check_success() {
-        return Ok(Handled::rejected(rejection));
+        return Ok(Handled::declined(rejection));
     }
 
     let mut tx = shop.db.begin().await?;
@@ -213,7 +213,7 @@ async fn apply_payment(
         .fetch_optional(&mut *tx)
         .await?
     else {
-        return Ok(Handled::rejected("unknown order"));
+        return Ok(Handled::declined("unknown order"));
     };
     let order = Order::from_row(&row)?;
     let same_payment = order.transaction_id.as_deref() == Some(payment.transaction_id.as_str());
@@ -228,12 +228,12 @@ async fn apply_payment(
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            Ok(Handled::rejected(format!(
+            Ok(Handled::declined(format!(
                 "amount mismatch: paid {} fen for an order of {} fen; order flagged",
                 payment.amount.total, order.total
             )))
         }
-        status => Ok(Handled::rejected(format!(
+        status => Ok(Handled::declined(format!(
             "order is {status}; payment {} not applied",
             payment.transaction_id
         ))),
@@ -242,16 +242,16 @@ async fn apply_payment(
 
 async fn apply_refund(shop: &Shop, refund: &Refund) -> Result<Handled, Retry> {
     if let Some(Err(rejection)) = shop.merchant.as_ref().map(|m| m.check_refund(refund)) {
-        return Ok(Handled::rejected(rejection));
+        return Ok(Handled::declined(rejection));
     }
     if !refund.is_success() {
-        return Ok(Handled::rejected(format!(
+        return Ok(Handled::declined(format!(
             "refund {} ended {}",
             refund.refund_id, refund.refund_status
         )));
     }
     let Some(out_trade_no) = refund.out_trade_no.as_deref() else {
-        return Ok(Handled::rejected("refund without out_trade_no"));
+        return Ok(Handled::declined("refund without out_trade_no"));
     };
     let mut tx = shop.db.begin().await?;
     let applied = sqlx::query(
@@ -270,11 +270,11 @@ async fn apply_refund(shop: &Shop, refund: &Refund) -> Result<Handled, Retry> {
     }
     match find_order(&shop.db, out_trade_no).await? {
         Some(order) if order.status == "REFUNDED" => Ok(Handled::Done), // a duplicate
-        Some(order) => Ok(Handled::rejected(format!(
+        Some(order) => Ok(Handled::declined(format!(
             "refund for an order that is {}",
             order.status
         ))),
-        None => Ok(Handled::rejected("refund for an unknown order")),
+        None => Ok(Handled::declined("refund for an unknown order")),
     }
 }
 

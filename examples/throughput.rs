@@ -123,7 +123,8 @@ fn from_fixtures(dir: &Path) -> Result<(WechatPayLayer, Vec<Case>), String> {
         timestamps.last().copied().unwrap_or(now) - timestamps.first().copied().unwrap_or(now);
     let layer = layer
         .clock(move || now)
-        .timestamp_tolerance(Duration::from_secs(300 + span.unsigned_abs()));
+        .timestamp_tolerance(Duration::from_secs(300 + span.unsigned_abs()))
+        .map_err(|e| e.to_string())?;
     Ok((layer, cases))
 }
 

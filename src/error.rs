@@ -36,6 +36,13 @@ pub enum ConfigError {
     /// A private key for the test signer could not be parsed.
     #[cfg(feature = "test-util")]
     InvalidPrivateKey,
+    /// A setting out of its range, or at odds with another setting.
+    InvalidSetting {
+        /// Which setting, e.g. `"dedupe lease"`.
+        setting: &'static str,
+        /// What it must be.
+        reason: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -67,6 +74,7 @@ impl fmt::Display for ConfigError {
             Self::InvalidCertificate => f.write_str("not a valid x.509 certificate"),
             #[cfg(feature = "test-util")]
             Self::InvalidPrivateKey => f.write_str("not a pkcs#8 rsa private key"),
+            Self::InvalidSetting { setting, reason } => write!(f, "{setting}: {reason}"),
         }
     }
 }
@@ -108,13 +116,16 @@ pub enum RejectionKind {
     DecryptionFailed,
     /// Genuine and decrypted, but the resource is not the JSON its model expects (500).
     MalformedResource,
-    /// The handler answered 4xx or 5xx: WeChat Pay will retry.
-    HandlerFailed,
+    /// The handler asked for a retry: it answered 4xx or 5xx (e.g. [`Retry`](crate::Retry)).
+    HandlerRetry,
     /// The handler answered neither 2xx nor 4xx/5xx (500).
     UnexpectedHandlerStatus,
-    /// The handler returned an error (500).
-    HandlerError,
-    /// The handler did not answer within the handler deadline (500).
+    /// The inner service returned an error (500).
+    ServiceError,
+    /// The inner service did not become ready (e.g. a concurrency limit stayed full)
+    /// within the answer deadline, or failed to (500).
+    ServiceNotReady,
+    /// The handler did not answer within what was left of the answer deadline (500).
     HandlerTimeout,
     /// The handler panicked (500); the server keeps serving.
     HandlerPanicked,
@@ -147,9 +158,10 @@ impl RejectionKind {
             | Self::UnsupportedAlgorithm
             | Self::DecryptionFailed
             | Self::MalformedResource
-            | Self::HandlerFailed
+            | Self::HandlerRetry
             | Self::UnexpectedHandlerStatus
-            | Self::HandlerError
+            | Self::ServiceError
+            | Self::ServiceNotReady
             | Self::HandlerTimeout
             | Self::HandlerPanicked
             | Self::Misconfigured
@@ -166,9 +178,10 @@ impl RejectionKind {
                 | Self::UnsupportedAlgorithm
                 | Self::DecryptionFailed
                 | Self::MalformedResource
-                | Self::HandlerFailed
+                | Self::HandlerRetry
                 | Self::UnexpectedHandlerStatus
-                | Self::HandlerError
+                | Self::ServiceError
+                | Self::ServiceNotReady
                 | Self::HandlerTimeout
                 | Self::HandlerPanicked
                 | Self::InProgress
@@ -197,10 +210,10 @@ impl Rejection {
         }
     }
 
-    /// A handler failure answered with the handler's own 4xx/5xx status.
-    pub(crate) fn handler_failed(status: StatusCode) -> Self {
+    /// A handler's retry, answered with the handler's own 4xx/5xx status.
+    pub(crate) fn handler_retry(status: StatusCode) -> Self {
         Self {
-            kind: RejectionKind::HandlerFailed,
+            kind: RejectionKind::HandlerRetry,
             status,
             message: "handler failed",
         }

@@ -27,6 +27,73 @@ pub enum Event {
     /// Any other resource: read it with [`Notification::resource_json`](crate::Notification::resource_json)
     /// or decode it into your own type with [`Notification::decode`](crate::Notification::decode).
     Other,
+    /// A payment or refund whose resource is JSON but does not match this crate's model
+    /// (schema drift: a field changed type, a required one went missing). The notification
+    /// still reaches handlers that read the raw resource; typed extractors answer a retry.
+    Unparsed(ModelError),
+}
+
+/// Why a decrypted resource did not match its model: which model, and where, never the
+/// data itself (serde's messages can quote payer data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelError {
+    model: &'static str,
+    category: &'static str,
+    line: usize,
+    column: usize,
+}
+
+impl ModelError {
+    pub(crate) fn new(model: &'static str, error: &serde_json::Error) -> Self {
+        let category = match error.classify() {
+            serde_json::error::Category::Io => "io",
+            serde_json::error::Category::Syntax => "syntax",
+            serde_json::error::Category::Data => "data",
+            serde_json::error::Category::Eof => "eof",
+        };
+        Self {
+            model,
+            category,
+            line: error.line(),
+            column: error.column(),
+        }
+    }
+
+    /// The model the resource was read as: `"transaction"` or `"refund"`.
+    pub fn model(&self) -> &'static str {
+        self.model
+    }
+
+    /// How it failed: `"data"` (a field of the wrong type or missing), `"syntax"`, `"eof"`.
+    pub fn category(&self) -> &'static str {
+        self.category
+    }
+
+    /// Where in the resource it failed: line and column (1-based).
+    pub fn position(&self) -> (usize, usize) {
+        (self.line, self.column)
+    }
+}
+
+impl fmt::Display for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the resource does not match the {} model ({} error at line {}, column {})",
+            self.model, self.category, self.line, self.column
+        )
+    }
+}
+
+impl std::error::Error for ModelError {}
+
+/// `null` where WeChat Pay may send an array or object means "none": read it as the default.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// Payment success for a direct merchant (支付成功通知, 直连).
@@ -54,14 +121,14 @@ pub struct Transaction {
     /// RFC 3339 payment time.
     pub success_time: Option<String>,
     /// Who paid.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub payer: Payer,
     /// What was paid.
     pub amount: Amount,
     /// Device and store information.
     pub scene_info: Option<SceneInfo>,
     /// Coupons and discounts.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub promotion_detail: Vec<serde_json::Value>,
 }
 
@@ -94,14 +161,14 @@ pub struct PartnerTransaction {
     /// RFC 3339 payment time.
     pub success_time: Option<String>,
     /// Who paid.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub payer: PartnerPayer,
     /// What was paid.
     pub amount: Amount,
     /// Device and store information.
     pub scene_info: Option<SceneInfo>,
     /// Coupons and discounts.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub promotion_detail: Vec<serde_json::Value>,
 }
 
@@ -118,10 +185,10 @@ pub struct CombineTransaction {
     /// Device information.
     pub scene_info: Option<SceneInfo>,
     /// Who paid.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub combine_payer_info: Payer,
     /// The sub-orders, each with its own transaction id.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub sub_orders: Vec<SubOrder>,
 }
 
@@ -148,7 +215,7 @@ pub struct SubOrder {
     /// What was paid (note `total_amount`, not `total`).
     pub amount: Option<SubOrderAmount>,
     /// Coupons and discounts.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub promotion_detail: Vec<serde_json::Value>,
 }
 
@@ -332,6 +399,11 @@ impl EventKind {
         })
     }
 
+    /// Whether a typed model applies (a failure to parse is then schema drift).
+    pub(crate) fn has_model(self) -> bool {
+        !matches!(self, Self::Other)
+    }
+
     pub(crate) fn model_name(self) -> &'static str {
         match self {
             Self::Transaction => "transaction",
@@ -367,7 +439,7 @@ struct AnyTransaction {
     payer: Option<AnyPayer>,
     amount: Option<Amount>,
     scene_info: Option<SceneInfo>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     promotion_detail: Vec<serde_json::Value>,
 }
 

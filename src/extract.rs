@@ -7,7 +7,9 @@ use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 
 use crate::error::{Rejection, RejectionKind};
-use crate::event::{CombineTransaction, Event, PartnerTransaction, Refund, Transaction};
+use crate::event::{
+    CombineTransaction, Event, ModelError, PartnerTransaction, Refund, Transaction,
+};
 use crate::notification::Notification;
 use crate::reply;
 
@@ -17,18 +19,27 @@ use crate::reply;
 ///
 /// If the layer is not mounted, or the notification is of another kind than asked for,
 /// the extraction fails with 500 and a FAIL body: a misconfiguration must make WeChat Pay
-/// retry, never become a silent acknowledgement.
+/// retry, never become a silent acknowledgement. **So a route that takes
+/// `Notified<Transaction>` answers 500 to every refund sent to the same notify URL, for
+/// 24 hours.** When payments and refunds share one URL (common), take `Notified<Event>`
+/// and match, as below. A resource that does not match its model (schema drift) fails
+/// every typed extraction (`Event` included) with 500, while `Notified<Notification>`
+/// still gets it, with the raw JSON.
 ///
 /// ```
 /// use axum::{Router, routing::post};
-/// use tower_wechatpay::{Handled, Notified, Retry, Transaction, WechatPayLayer};
+/// use tower_wechatpay::{Event, Handled, Notified, Retry, WechatPayLayer};
 ///
-/// async fn paid(Notified(payment): Notified<Transaction>) -> Result<Handled, Retry> {
-///     payment.check_success().map_err(|_| Retry::new("not paid yet"))?;
+/// async fn notified(Notified(event): Notified<Event>) -> Result<Handled, Retry> {
+///     match event {
+///         Event::Payment(payment) => { /* record the payment */ }
+///         Event::Refund(refund) => { /* record the refund */ }
+///         _ => { /* other kinds: acknowledged */ }
+///     }
 ///     Ok(Handled::Done)
 /// }
 /// # fn app(layer: WechatPayLayer) -> Router {
-/// Router::new().route("/wechatpay/notify", post(paid)).layer(layer)
+/// Router::new().route("/wechatpay/notify", post(notified)).route_layer(layer)
 /// # }
 /// ```
 #[derive(Debug, Clone)]
@@ -39,12 +50,18 @@ pub trait FromNotification: Sized {
     /// What this type is, for the error message: `"payment"`, `"refund"`, …
     const KIND: &'static str;
 
+    /// Whether this type needs the typed model: if so, a resource that did not match it
+    /// ([`Event::Unparsed`]) is refused with 500 (WeChat Pay retries) before
+    /// [`from_notification`](Self::from_notification) runs.
+    const NEEDS_MODEL: bool = true;
+
     /// The value, if the notification is of this kind.
     fn from_notification(notification: &Notification) -> Option<Self>;
 }
 
 impl FromNotification for Notification {
     const KIND: &'static str = "notification";
+    const NEEDS_MODEL: bool = false;
     fn from_notification(notification: &Notification) -> Option<Self> {
         Some(notification.clone())
     }
@@ -98,6 +115,8 @@ pub enum NotifiedRejection {
         /// The notification's `event_type`.
         event_type: String,
     },
+    /// The resource did not match its model (schema drift) and the handler needs it.
+    Unparsed(ModelError),
 }
 
 impl fmt::Display for NotifiedRejection {
@@ -113,6 +132,7 @@ impl fmt::Display for NotifiedRejection {
                 f,
                 "this route takes a {expected}, got a {event_type} notification"
             ),
+            Self::Unparsed(error) => write!(f, "the handler needs the typed model: {error}"),
         }
     }
 }
@@ -130,8 +150,19 @@ impl IntoResponse for NotifiedRejection {
                 "wechatpay layer not mounted"
             }
             Self::WrongKind { .. } => {
-                tracing::error!("{self}; answering 500 so WeChat Pay retries (check notify_url)");
+                tracing::error!(
+                    "{self}; answering 500 so WeChat Pay retries (one notify URL for several \
+                     kinds? take Notified<Event> and match)"
+                );
                 "notification of another kind"
+            }
+            Self::Unparsed(_) => {
+                tracing::error!("{self}; answering 500 so WeChat Pay retries");
+                return reply::failure(Rejection::new(
+                    RejectionKind::MalformedResource,
+                    "malformed resource",
+                ))
+                .map(axum_core::body::Body::new);
             }
         };
         reply::failure(Rejection::new(RejectionKind::Misconfigured, message))
@@ -151,6 +182,9 @@ where
             .extensions
             .get::<Notification>()
             .ok_or(NotifiedRejection::LayerMissing)?;
+        if let (true, Event::Unparsed(error)) = (T::NEEDS_MODEL, notification.event()) {
+            return Err(NotifiedRejection::Unparsed(error.clone()));
+        }
         T::from_notification(notification)
             .map(Notified)
             .ok_or_else(|| NotifiedRejection::WrongKind {

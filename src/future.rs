@@ -1,5 +1,7 @@
-//! [`ResponseFuture`]: buffer the body, verify and decrypt, claim (with the dedupe guard),
-//! call the inner service, settle the claim, answer.
+//! [`ResponseFuture`]: the path of one request once its headers passed, within one answer
+//! deadline counted from its arrival: wait for a key refresh (unknown serial), read the
+//! body, verify and decrypt, claim (dedupe guard), reserve the inner service, call it,
+//! settle the claim, answer.
 
 use std::any::Any;
 use std::fmt::Display;
@@ -8,20 +10,20 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use http::request::Parts;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::combinators::Collect;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Collected, LengthLimitError, Limited};
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tower::{BoxError, Service};
 
 use crate::body::BufferedBody;
-use crate::dedupe::{Claim, StoreFuture, new_token};
+use crate::dedupe::{Claim, StoreError, StoreFuture, new_token};
 use crate::error::{Rejection, RejectionKind};
+use crate::log::Noise;
 use crate::notification::Notification;
 use crate::pipeline::Pipeline;
 use crate::refresh::RefreshWait;
@@ -39,78 +41,52 @@ pin_project! {
         B::Error: Into<BoxError>,
     {
         #[pin]
-        state: State<S, B>,
+        state: State<S::Future, B>,
+        // A clone of the inner service, polled ready only once the request is verified
+        // (and claimed): strangers never hold a permit of a concurrency limit or buffer.
+        inner: Option<S>,
+        pipeline: Arc<Pipeline>,
+        // When the whole answer is due: every step gets what is left of it.
+        deadline: Instant,
+        // One timer for every step that waits, armed only when a step does not finish at
+        // once (the usual in-memory body and fast handler cost no timer).
+        timer: Option<Pin<Box<Sleep>>>,
+        // The verified notification and the claim held for it, once there is one.
+        run: Option<Run>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, B>
+    enum State<F, B>
     where
-        S: Service<Request<BufferedBody>>,
         B: Body,
         B::Error: Into<BoxError>,
     {
         // The answer is known.
         Answered { response: Option<Response<BufferedBody>> },
         // Waiting for a key refresh: the serial was unknown.
-        Refreshing {
-            #[pin]
-            wait: RefreshWait,
-            request: Option<(Request<B>, S, Arc<Pipeline>)>,
-        },
-        // Reading the body.
+        Refreshing { wait: RefreshWait, request: Option<Request<B>> },
+        // Reading the body, until `until` (body timeout or deadline, whichever is first).
         Buffering {
             #[pin]
             collect: Collect<Limited<B>>,
-            // A body that trickles or stalls must not hold the task (and its buffers). Armed
-            // only when the body is not there at once: the usual body costs no timer.
-            timeout: Option<Pin<Box<Sleep>>>,
-            pending: Option<Pending<S>>,
+            head: Option<(Parts, CheckedHeaders)>,
+            until: Instant,
         },
         // Asking the dedupe store whether this event may run.
-        Claiming {
-            #[pin]
-            claim: StoreFuture<Claim>,
-            verified: Option<Verified<S>>,
-        },
-        // The handler runs, against its deadline.
-        Calling {
-            #[pin]
-            future: S::Future,
-            // Armed only if the handler does not answer at once.
-            deadline: Option<Pin<Box<Sleep>>>,
-            run: Run,
-        },
+        Claiming { claim: StoreFuture<Claim>, request: Option<Request<BufferedBody>> },
+        // Waiting for the inner service to be ready.
+        Reserving { request: Option<Request<BufferedBody>> },
+        // The handler runs.
+        Calling { #[pin] future: F },
         // Marking the event done, or releasing the claim, before answering.
-        Settling {
-            #[pin]
-            settle: StoreFuture<()>,
-            response: Option<Response<BufferedBody>>,
-            notification: Notification,
-            completing: bool,
-        },
+        Settling { settle: Option<StoreFuture<()>>, response: Option<Response<BufferedBody>> },
     }
 }
 
-/// What waits for the body: the request head, the checked headers and the ready service.
-struct Pending<S> {
-    parts: Parts,
-    checked: CheckedHeaders,
-    inner: S,
-    pipeline: Arc<Pipeline>,
-}
-
-/// A verified request and the ready service, waiting for the claim.
-struct Verified<S> {
-    request: Request<BufferedBody>,
-    inner: S,
-    run: Run,
-}
-
-/// One handler run: its notification, and the claim it holds, if any.
+/// A verified notification and the claim held for it, if any.
 struct Run {
-    pipeline: Arc<Pipeline>,
     notification: Notification,
     held: Option<Held>,
 }
@@ -127,62 +103,93 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    pub(crate) fn rejected(rejection: Rejection) -> Self {
-        Self {
-            state: answered(reply::failure(rejection)),
-        }
+    /// Refused before the body: no inner service, no timer.
+    pub(crate) fn rejected(rejection: Rejection, pipeline: Arc<Pipeline>) -> Self {
+        Self::new(
+            answered(reply::failure(rejection)),
+            None,
+            pipeline,
+            Instant::now(),
+        )
     }
 
+    /// The headers passed: read the body.
     pub(crate) fn buffering(
         request: Request<B>,
         checked: CheckedHeaders,
         inner: S,
         pipeline: Arc<Pipeline>,
+        deadline: Instant,
     ) -> Self {
-        Self {
-            state: buffering(request, checked, inner, pipeline),
-        }
+        let state = buffering(request, checked, &pipeline, deadline);
+        Self::new(state, Some(inner), pipeline, deadline)
     }
 
+    /// The serial is unknown and a refresh may add it: wait for it, then check again.
     pub(crate) fn refreshing(
         request: Request<B>,
         wait: RefreshWait,
         inner: S,
         pipeline: Arc<Pipeline>,
+        deadline: Instant,
+    ) -> Self {
+        let state = State::Refreshing {
+            wait,
+            request: Some(request),
+        };
+        Self::new(state, Some(inner), pipeline, deadline)
+    }
+
+    fn new(
+        state: State<S::Future, B>,
+        inner: Option<S>,
+        pipeline: Arc<Pipeline>,
+        deadline: Instant,
     ) -> Self {
         Self {
-            state: State::Refreshing {
-                wait,
-                request: Some((request, inner, pipeline)),
-            },
+            state,
+            inner,
+            pipeline,
+            deadline,
+            timer: None,
+            run: None,
         }
     }
 }
 
-fn buffering<S, B>(
+fn buffering<F, B>(
     request: Request<B>,
     checked: CheckedHeaders,
-    inner: S,
-    pipeline: Arc<Pipeline>,
-) -> State<S, B>
+    pipeline: &Pipeline,
+    deadline: Instant,
+) -> State<F, B>
 where
-    S: Service<Request<BufferedBody>>,
     B: Body,
     B::Error: Into<BoxError>,
 {
     let (parts, body) = request.into_parts();
-    let collect = Limited::new(body, pipeline.max_body_size).collect();
+    let until = Instant::now()
+        .checked_add(pipeline.body_timeout)
+        .map_or(deadline, |end| end.min(deadline));
     State::Buffering {
-        collect,
-        timeout: None,
-        pending: Some(Pending {
-            parts,
-            checked,
-            inner,
-            pipeline,
-        }),
+        collect: Limited::new(body, pipeline.max_body_size).collect(),
+        head: Some((parts, checked)),
+        until,
     }
 }
+
+fn answered<F, B>(response: Response<BufferedBody>) -> State<F, B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    State::Answered {
+        response: Some(response),
+    }
+}
+
+// The only `expect`s: polling a finished future is a caller bug, not request data.
+const POLLED_AFTER_COMPLETION: &str = "future polled after completion";
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
@@ -193,94 +200,122 @@ where
 {
     type Output = Result<Response<BufferedBody>, S::Error>;
 
-    // The only `expect`s: polling a finished future is a caller bug, not request data.
     #[allow(clippy::expect_used)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
             let next = match this.state.as_mut().project() {
                 StateProj::Answered { response } => {
-                    return Poll::Ready(Ok(response
-                        .take()
-                        .expect("future polled after completion")));
+                    return Poll::Ready(Ok(response.take().expect(POLLED_AFTER_COMPLETION)));
                 }
                 StateProj::Refreshing { wait, request } => {
-                    ready!(wait.poll(cx));
-                    let (request, inner, pipeline) =
-                        request.take().expect("future polled after completion");
+                    if wait.as_mut().poll(cx).is_pending() {
+                        ready!(poll_timer(this.timer, *this.deadline, cx));
+                    }
+                    let request = request.take().expect(POLLED_AFTER_COMPLETION);
                     // Checked again from the start: the refresh may have added the key.
-                    match pipeline.check_headers(request.headers()) {
-                        Ok(checked) => buffering(request, checked, inner, pipeline),
-                        Err(rejection) => answered(reply::failure(rejection)),
+                    match this.pipeline.check_headers(request.headers()) {
+                        Ok(checked) => buffering(request, checked, this.pipeline, *this.deadline),
+                        Err(problem) => answered(reply::failure(
+                            this.pipeline.refuse(problem, request.headers()),
+                        )),
                     }
                 }
                 StateProj::Buffering {
                     collect,
-                    timeout,
-                    pending,
-                } => match collect.poll(cx) {
-                    Poll::Ready(collected) => {
-                        let pending = pending.take().expect("future polled after completion");
-                        after_body(pending, collected)
-                    }
-                    Poll::Pending => {
-                        let limit = pending
-                            .as_ref()
-                            .map_or(Duration::ZERO, |p| p.pipeline.body_timeout);
-                        let timer =
-                            timeout.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-                        ready!(timer.as_mut().poll(cx));
-                        tracing::warn!(
-                            timeout_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
-                            "refused a notification whose body did not arrive in time \
-                             (a slow or stalled client)"
-                        );
-                        answered(reply::failure(Rejection::new(
-                            RejectionKind::BodyTimeout,
-                            "body read timed out",
-                        )))
-                    }
-                },
-                StateProj::Claiming { claim, verified } => {
-                    let claim = ready!(claim.poll(cx));
-                    let verified = verified.take().expect("future polled after completion");
-                    after_claim(verified, claim)
-                }
-                StateProj::Calling {
-                    future,
-                    deadline,
-                    run,
+                    head,
+                    until,
                 } => {
+                    let collected = match collect.poll(cx) {
+                        Poll::Ready(collected) => Some(collected),
+                        Poll::Pending => {
+                            ready!(poll_timer(this.timer, *until, cx));
+                            None
+                        }
+                    };
+                    let (parts, checked) = head.take().expect(POLLED_AFTER_COMPLETION);
+                    match collected {
+                        Some(collected) => {
+                            opened(this.pipeline, this.run, parts, &checked, collected)
+                        }
+                        None => answered(reply::failure(body_timed_out(this.pipeline))),
+                    }
+                }
+                StateProj::Claiming { claim, request } => {
+                    let claimed = match claim.as_mut().poll(cx) {
+                        Poll::Ready(claimed) => claimed,
+                        Poll::Pending => {
+                            ready!(poll_timer(this.timer, *this.deadline, cx));
+                            Err(StoreError::new("no answer within the answer deadline"))
+                        }
+                    };
+                    let request = request.take().expect(POLLED_AFTER_COMPLETION);
+                    let run = this.run.as_mut().expect(POLLED_AFTER_COMPLETION);
+                    after_claim(this.pipeline, run, request, claimed)
+                }
+                StateProj::Reserving { request } => {
+                    let inner = this.inner.as_mut().expect(POLLED_AFTER_COMPLETION);
+                    let run = this.run.as_ref().expect(POLLED_AFTER_COMPLETION);
+                    match inner.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            let request = request.take().expect(POLLED_AFTER_COMPLETION);
+                            // A panic in `call` itself becomes a retry too.
+                            match catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
+                                Ok(future) => State::Calling { future },
+                                Err(panic) => settle(
+                                    this.pipeline,
+                                    this.run,
+                                    panicked(&run.notification, panic.as_ref()),
+                                ),
+                            }
+                        }
+                        Poll::Ready(Err(error)) => {
+                            let response = not_ready(&run.notification, Some(&error));
+                            settle(this.pipeline, this.run, response)
+                        }
+                        Poll::Pending => {
+                            ready!(poll_timer(this.timer, *this.deadline, cx));
+                            let response = not_ready::<S::Error>(&run.notification, None);
+                            settle(this.pipeline, this.run, response)
+                        }
+                    }
+                }
+                StateProj::Calling { future } => {
+                    let run = this.run.as_ref().expect(POLLED_AFTER_COMPLETION);
                     // A panicking handler becomes a retry; the connection and the server
                     // carry on.
                     let response = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-                        Ok(Poll::Ready(result)) => run.pipeline.answer(result, &run.notification),
+                        Ok(Poll::Ready(result)) => this.pipeline.answer(result, &run.notification),
                         Err(panic) => panicked(&run.notification, panic.as_ref()),
                         Ok(Poll::Pending) => {
                             // Past the deadline the handler's state is unknown: dropping
                             // its future cancels it, and WeChat Pay retries instead of
                             // timing out on us.
-                            let limit = run.pipeline.handler_deadline;
-                            let timer =
-                                deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-                            ready!(timer.as_mut().poll(cx));
-                            timed_out(run)
+                            ready!(poll_timer(this.timer, *this.deadline, cx));
+                            timed_out(&run.notification, this.pipeline)
                         }
                     };
-                    settle(take_run(run), response)
+                    settle(this.pipeline, this.run, response)
                 }
-                StateProj::Settling {
-                    settle,
-                    response,
-                    notification,
-                    completing,
-                } => {
-                    if let Err(error) = ready!(settle.poll(cx)) {
-                        log_settle_error(notification, *completing, &error);
+                StateProj::Settling { settle, response } => {
+                    let operation = settle.as_mut().expect(POLLED_AFTER_COMPLETION);
+                    match operation.as_mut().poll(cx) {
+                        Poll::Ready(result) => {
+                            if let Err(error) = result {
+                                let completing =
+                                    response.as_ref().is_some_and(|r| r.status().is_success());
+                                log_settle_error(this.run.as_ref(), completing, &error);
+                            }
+                        }
+                        Poll::Pending => {
+                            ready!(poll_timer(this.timer, *this.deadline, cx));
+                            // The answer must not wait for the store: let the write finish
+                            // on its own, and answer now.
+                            let operation = settle.take().expect(POLLED_AFTER_COMPLETION);
+                            finish_in_background(operation, this.run.as_ref());
+                        }
                     }
-                    return Poll::Ready(Ok(response
-                        .take()
-                        .expect("future polled after completion")));
+                    answered(response.take().expect(POLLED_AFTER_COMPLETION))
                 }
             };
             this.state.set(next);
@@ -288,89 +323,106 @@ where
     }
 }
 
-fn answered<S, B>(response: Response<BufferedBody>) -> State<S, B>
-where
-    S: Service<Request<BufferedBody>>,
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    State::Answered {
-        response: Some(response),
-    }
+/// Waits until `until` on the one timer, armed (or moved) on first need.
+fn poll_timer(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    until: Instant,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let timer = match timer {
+        Some(timer) => {
+            if timer.deadline() != until {
+                timer.as_mut().reset(until);
+            }
+            timer
+        }
+        None => timer.insert(Box::pin(tokio::time::sleep_until(until))),
+    };
+    timer.as_mut().poll(cx)
 }
 
-/// The body is in: verify and decrypt, then claim (guard on) or call (guard off).
-fn after_body<S, B>(
-    pending: Pending<S>,
-    collected: Result<http_body_util::Collected<B::Data>, BoxError>,
-) -> State<S, B>
+/// The body is in: verify and decrypt, then claim (guard on) or reserve the inner service.
+fn opened<F, B>(
+    pipeline: &Pipeline,
+    run: &mut Option<Run>,
+    mut parts: Parts,
+    checked: &CheckedHeaders,
+    collected: Result<Collected<B::Data>, BoxError>,
+) -> State<F, B>
 where
-    S: Service<Request<BufferedBody>>,
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let Pending {
-        mut parts,
-        checked,
-        inner,
-        pipeline,
-    } = pending;
     let body = match collected {
         Ok(collected) => collected.to_bytes(),
-        Err(error) => return answered(reply::failure(body_error(&error))),
+        Err(error) => return answered(reply::failure(body_error(pipeline, &error))),
     };
-    let notification = match pipeline.open(&checked, &parts.headers, &body) {
+    let notification = match pipeline.open(checked, &body) {
         Ok(notification) => notification,
         Err(rejection) => return answered(reply::failure(rejection)),
     };
     parts.extensions.insert(notification.clone());
     let request = Request::from_parts(parts, BufferedBody::new(body));
-    let Some(dedupe) = &pipeline.dedupe else {
-        let run = Run {
-            pipeline,
+    let claim = pipeline
+        .dedupe
+        .as_ref()
+        .and_then(|dedupe| Some((dedupe, dedupe_key(dedupe, &notification)?)));
+    let Some((dedupe, key)) = claim else {
+        *run = Some(Run {
             notification,
             held: None,
+        });
+        return State::Reserving {
+            request: Some(request),
         };
-        return call(inner, request, run);
     };
-    let key = (dedupe.key)(&notification);
     let token = new_token();
     let claim = dedupe.bounded(dedupe.store.claim(key.clone(), token.clone(), dedupe.lease));
-    let run = Run {
-        pipeline: Arc::clone(&pipeline),
+    *run = Some(Run {
         notification,
         held: Some(Held { key, token }),
-    };
+    });
     State::Claiming {
         claim,
-        verified: Some(Verified {
-            request,
-            inner,
-            run,
-        }),
+        request: Some(request),
     }
 }
 
-/// The store answered: run the handler, or answer for it.
-fn after_claim<S, B>(
-    verified: Verified<S>,
-    claim: Result<Claim, crate::dedupe::StoreError>,
-) -> State<S, B>
+/// The notification's dedupe key; `None` runs it unguarded (the key function said so, or
+/// gave an empty key, which would group unrelated events).
+fn dedupe_key(dedupe: &crate::dedupe::Dedupe, notification: &Notification) -> Option<String> {
+    let key = (dedupe.key)(notification)?;
+    if key.is_empty() {
+        tracing::error!(
+            id = notification.id(),
+            event_type = notification.event_type(),
+            "the dedupe key function returned an empty key; refused it and running the \
+             handler unguarded (return None for that, or a key naming the event)"
+        );
+        return None;
+    }
+    Some(key)
+}
+
+/// The store answered: reserve the inner service, or answer for the handler.
+fn after_claim<F, B>(
+    pipeline: &Pipeline,
+    run: &mut Run,
+    request: Request<BufferedBody>,
+    claim: Result<Claim, StoreError>,
+) -> State<F, B>
 where
-    S: Service<Request<BufferedBody>>,
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let Verified {
-        request,
-        inner,
-        mut run,
-    } = verified;
     let id = run.notification.id();
     let event_type = run.notification.event_type();
     let key = run.held.as_ref().map_or("", |held| held.key.as_str());
+    let reserve = State::Reserving {
+        request: Some(request),
+    };
     match claim {
-        Ok(Claim::Claimed) => call(inner, request, run),
+        Ok(Claim::Claimed) => reserve,
         Ok(Claim::Done) => {
             tracing::info!(
                 id,
@@ -379,7 +431,8 @@ where
                 "a copy of a notification the handler already processed: acknowledged \
                  without running the handler again"
             );
-            answered(reply::success(run.pipeline.success))
+            run.held = None;
+            answered(reply::success(pipeline.success))
         }
         Ok(Claim::InProgress) => {
             tracing::info!(
@@ -389,14 +442,16 @@ where
                 "another copy of this notification is being handled right now (here or on \
                  another instance); answering 500 so WeChat Pay retries"
             );
+            run.held = None;
             answered(reply::failure(Rejection::new(
                 RejectionKind::InProgress,
                 "notification is being processed",
             )))
         }
         Err(error) => {
-            let run_anyway = run
-                .pipeline
+            // Whatever the store did with this claim, it is not ours to settle.
+            run.held = None;
+            let run_anyway = pipeline
                 .dedupe
                 .as_ref()
                 .is_some_and(|dedupe| dedupe.run_handler_on_store_error);
@@ -408,8 +463,7 @@ where
                     "the dedupe store failed; running the handler unguarded as configured \
                      (its transaction is the only guard)"
                 );
-                run.held = None;
-                call(inner, request, run)
+                reserve
             } else {
                 tracing::error!(
                     id,
@@ -427,72 +481,63 @@ where
     }
 }
 
-/// Calls the ready service, catching a panic in `call` itself.
-fn call<S, B>(mut inner: S, request: Request<BufferedBody>, run: Run) -> State<S, B>
-where
-    S: Service<Request<BufferedBody>>,
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    match catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
-        Ok(future) => State::Calling {
-            future,
-            deadline: None,
-            run,
-        },
-        Err(panic) => {
-            let response = panicked(&run.notification, panic.as_ref());
-            settle(run, response)
-        }
-    }
-}
-
 /// With a claim held: mark the event done after a success, release the claim after any
 /// failure, then answer. Without one: answer.
-fn settle<S, B>(run: Run, response: Response<BufferedBody>) -> State<S, B>
+fn settle<F, B>(
+    pipeline: &Pipeline,
+    run: &mut Option<Run>,
+    response: Response<BufferedBody>,
+) -> State<F, B>
 where
-    S: Service<Request<BufferedBody>>,
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let Run {
-        pipeline,
-        notification,
-        held,
-    } = run;
-    let (Some(held), Some(dedupe)) = (held, &pipeline.dedupe) else {
+    let held = run.as_mut().and_then(|run| run.held.take());
+    let (Some(Held { key, token }), Some(dedupe)) = (held, &pipeline.dedupe) else {
         return answered(response);
     };
-    let completing = response.status().is_success();
-    let settle = if completing {
-        dedupe.bounded(dedupe.store.complete(held.key, held.token, dedupe.keep))
+    let operation = if response.status().is_success() {
+        dedupe.store.complete(key, token, dedupe.keep)
     } else {
-        dedupe.bounded(dedupe.store.release(held.key, held.token))
+        dedupe.store.release(key, token)
     };
     State::Settling {
-        settle,
+        settle: Some(dedupe.bounded(operation)),
         response: Some(response),
-        notification,
-        completing,
     }
 }
 
-/// Moves the run out of the `Calling` state, which is replaced right after.
-fn take_run(run: &mut Run) -> Run {
-    Run {
-        pipeline: Arc::clone(&run.pipeline),
-        notification: run.notification.clone(),
-        held: run.held.take(),
+/// The answer deadline came while the store was still settling: the store operation goes
+/// on by itself (bounded by the store timeout), the answer goes out now.
+fn finish_in_background(operation: StoreFuture<()>, run: Option<&Run>) {
+    let id = run
+        .map(|run| run.notification.id().to_owned())
+        .unwrap_or_default();
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            tracing::warn!(
+                id,
+                "the dedupe store is slow: answering now (the deadline is due) and finishing \
+                 the store write in the background"
+            );
+            runtime.spawn(async move {
+                if let Err(error) = operation.await {
+                    tracing::error!(id, %error, "a background dedupe store write failed; a later \
+                        copy may run the handler again (its transaction must absorb it)");
+                }
+            });
+        }
+        Err(_) => tracing::error!(
+            id,
+            "the dedupe store is slow and no runtime can finish its write: abandoned it; the \
+             claim expires with its lease"
+        ),
     }
 }
 
-fn log_settle_error(
-    notification: &Notification,
-    completing: bool,
-    error: &crate::dedupe::StoreError,
-) {
-    let id = notification.id();
-    let event_type = notification.event_type();
+fn log_settle_error(run: Option<&Run>, completing: bool, error: &StoreError) {
+    let id = run.map_or("", |run| run.notification.id());
+    let event_type = run.map_or("", |run| run.notification.event_type());
     if completing {
         tracing::error!(
             id,
@@ -511,17 +556,40 @@ fn log_settle_error(
     }
 }
 
-fn timed_out(run: &Run) -> Response<BufferedBody> {
+fn timed_out(notification: &Notification, pipeline: &Pipeline) -> Response<BufferedBody> {
     tracing::error!(
-        id = run.notification.id(),
-        event_type = run.notification.event_type(),
-        deadline_ms = u64::try_from(run.pipeline.handler_deadline.as_millis()).unwrap_or(u64::MAX),
-        "the handler did not answer within the deadline; cancelled it and answering 500 so \
-         WeChat Pay retries"
+        id = notification.id(),
+        event_type = notification.event_type(),
+        deadline_ms = u64::try_from(pipeline.deadline.as_millis()).unwrap_or(u64::MAX),
+        "the handler did not answer within the answer deadline; cancelled it and answering \
+         500 so WeChat Pay retries"
     );
     reply::failure(Rejection::new(
         RejectionKind::HandlerTimeout,
         "handler timed out",
+    ))
+}
+
+fn not_ready<E: Display>(notification: &Notification, error: Option<&E>) -> Response<BufferedBody> {
+    let id = notification.id();
+    let event_type = notification.event_type();
+    match error {
+        Some(error) => tracing::error!(
+            id,
+            event_type,
+            %error,
+            "the inner service failed to become ready; answering 500 so WeChat Pay retries"
+        ),
+        None => tracing::error!(
+            id,
+            event_type,
+            "the inner service was not ready within the answer deadline (overloaded?); \
+             answering 500 so WeChat Pay retries"
+        ),
+    }
+    reply::failure(Rejection::new(
+        RejectionKind::ServiceNotReady,
+        "service not ready",
     ))
 }
 
@@ -543,12 +611,28 @@ fn panicked(notification: &Notification, panic: &(dyn Any + Send)) -> Response<B
     ))
 }
 
-fn body_error(error: &BoxError) -> Rejection {
+fn body_timed_out(pipeline: &Pipeline) -> Rejection {
+    if let Some(left_out) = pipeline.noise.allow(Noise::SlowBody) {
+        tracing::warn!(
+            left_out,
+            timeout_ms = u64::try_from(pipeline.body_timeout.as_millis()).unwrap_or(u64::MAX),
+            "refused a notification whose body did not arrive in time (a slow or stalled \
+             client)"
+        );
+    }
+    Rejection::new(RejectionKind::BodyTimeout, "body read timed out")
+}
+
+fn body_error(pipeline: &Pipeline, error: &BoxError) -> Rejection {
     if error.downcast_ref::<LengthLimitError>().is_some() {
-        tracing::warn!("refused a notification body over the limit");
+        if let Some(left_out) = pipeline.noise.allow(Noise::TooLarge) {
+            tracing::warn!(left_out, "refused a notification body over the limit");
+        }
         Rejection::new(RejectionKind::BodyTooLarge, "body too large")
     } else {
-        tracing::warn!(%error, "could not read a notification body");
+        if let Some(left_out) = pipeline.noise.allow(Noise::UnreadableBody) {
+            tracing::warn!(left_out, %error, "could not read a notification body");
+        }
         Rejection::new(RejectionKind::BodyUnreadable, "could not read body")
     }
 }

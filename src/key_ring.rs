@@ -177,6 +177,35 @@ impl KeyRing {
         self.refresh_state().is_some()
     }
 
+    /// Takes in what the layer's builder put in `other` before this ring replaced it: its
+    /// keys (ours win on the same serial) and its refresher, if this ring has none.
+    pub(crate) fn absorb(&self, other: &KeyRing) {
+        if Arc::ptr_eq(&self.shared, &other.shared) {
+            return;
+        }
+        let theirs: Vec<(String, Arc<PlatformKey>)> = other
+            .read()
+            .iter()
+            .map(|(lookup, key)| (lookup.clone(), Arc::clone(key)))
+            .collect();
+        {
+            let mut ours = self.write();
+            for (lookup, key) in theirs {
+                ours.entry(lookup).or_insert(key);
+            }
+        }
+        let refresher = other
+            .refresh_state()
+            .as_ref()
+            .map(|state| state.refresher().clone());
+        if let Some(refresher) = refresher {
+            let mut state = self.refresh_state();
+            if state.is_none() {
+                *state = Some(RefreshState::new(refresher));
+            }
+        }
+    }
+
     /// The refresh a request with an unknown serial should wait for, if one may run.
     pub(crate) fn wait_for_refresh(&self) -> Option<RefreshWait> {
         let (wait, start) = self.refresh_state().as_mut()?.wait_for_refresh()?;

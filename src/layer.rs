@@ -25,9 +25,11 @@ pub const DEFAULT_MAX_BODY_SIZE: usize = 64 * 1024;
 /// The default body timeout: a body must arrive within 3 s (WeChat Pay itself gives up
 /// after 5 s), so a slow or stalled client cannot hold a task and its buffers.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(3);
-/// The default handler deadline: under WeChat Pay's 5 s, so a slow handler gets a clear
-/// "retry" instead of a timeout in an unknown state.
-pub const DEFAULT_HANDLER_DEADLINE: Duration = Duration::from_secs(4);
+/// The default answer deadline, from a request's arrival to its answer: under WeChat
+/// Pay's 5 s, so a slow step gets a clear "retry" instead of a timeout in an unknown state.
+pub const DEFAULT_ANSWER_DEADLINE: Duration = Duration::from_secs(4);
+/// WeChat Pay waits 5 s for an answer; a longer deadline would answer a closed connection.
+const WECHATPAY_WAITS: Duration = Duration::from_secs(5);
 
 /// A [`tower::Layer`] that verifies, decrypts and answers WeChat Pay APIv3 notifications.
 ///
@@ -45,13 +47,18 @@ pub const DEFAULT_HANDLER_DEADLINE: Duration = Duration::from_secs(4);
 /// let layer = WechatPayLayer::new(TEST_APIV3_KEY)?
 ///     .add_public_key(TEST_PUBLIC_KEY_ID, TEST_PUBLIC_KEY_PEM)?
 ///     .add_certificate(TEST_CERTIFICATE_PEM)?
-///     .timestamp_tolerance(Duration::from_secs(300))
+///     .timestamp_tolerance(Duration::from_secs(300))?
+///     .answer_deadline(Duration::from_secs(4))?
 ///     .max_body_size(64 * 1024)
 ///     .success_reply(SuccessReply::NoContent);
 /// assert_eq!(layer.keys().len(), 2);
 /// # Ok(()) }
 /// ```
+///
+/// Clones share the key ring, the probe counter and the log rate limits; a builder method
+/// called on one clone changes that clone only.
 #[derive(Clone)]
+#[must_use]
 pub struct WechatPayLayer {
     pipeline: Arc<Pipeline>,
 }
@@ -76,12 +83,14 @@ impl WechatPayLayer {
                 cipher: Arc::new(cipher),
                 tolerance_secs: DEFAULT_TIMESTAMP_TOLERANCE.as_secs(),
                 max_body_size: DEFAULT_MAX_BODY_SIZE,
-                handler_deadline: DEFAULT_HANDLER_DEADLINE,
+                deadline: DEFAULT_ANSWER_DEADLINE,
                 body_timeout: DEFAULT_BODY_TIMEOUT,
                 dedupe: None,
                 clock: system_clock(),
                 success: SuccessReply::default(),
                 probes: Arc::new(AtomicU64::new(0)),
+                noise: Arc::default(),
+                drift: Arc::default(),
             }),
         })
     }
@@ -104,15 +113,19 @@ impl WechatPayLayer {
         Ok(self)
     }
 
-    /// Uses this key ring (and drops the keys added so far). Keep a clone of `keys` to add
-    /// or remove keys while the server runs.
+    /// Uses this key ring. Keys added to the layer before, and a refresher installed
+    /// before, move into it (so the order of builder calls does not matter). Keep a clone
+    /// of `keys` to add or remove keys while the server runs.
     pub fn key_ring(self, keys: KeyRing) -> Self {
-        self.with(|pipeline| pipeline.keys = keys)
+        self.with(|pipeline| {
+            keys.absorb(&pipeline.keys);
+            pipeline.keys = keys;
+        })
     }
 
     /// Installs a [`KeyRefresher`](crate::KeyRefresher) on the key ring: run (bounded)
-    /// when a notification names a serial the ring does not know. Set it after
-    /// [`key_ring`](Self::key_ring) if you use both; it belongs to the ring.
+    /// when a notification names a serial the ring does not know. It belongs to the ring,
+    /// before or after [`key_ring`](Self::key_ring).
     pub fn key_refresher(self, refresher: crate::KeyRefresher) -> Self {
         self.pipeline.keys.set_refresher(refresher);
         self
@@ -125,8 +138,19 @@ impl WechatPayLayer {
 
     /// How far `Wechatpay-Timestamp` may be from now, in either direction (default 300 s).
     /// Whole seconds; a request exactly at the edge is accepted.
-    pub fn timestamp_tolerance(self, tolerance: Duration) -> Self {
-        self.with(|pipeline| pipeline.tolerance_secs = tolerance.as_secs())
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidSetting`] for less than a second or a fraction of a second
+    /// (timestamps are whole seconds).
+    pub fn timestamp_tolerance(self, tolerance: Duration) -> Result<Self, ConfigError> {
+        if tolerance < Duration::from_secs(1) || tolerance.subsec_nanos() != 0 {
+            return Err(ConfigError::InvalidSetting {
+                setting: "timestamp tolerance",
+                reason: "whole seconds, at least 1 (WeChat Pay timestamps are whole seconds)"
+                    .into(),
+            });
+        }
+        Ok(self.with(|pipeline| pipeline.tolerance_secs = tolerance.as_secs()))
     }
 
     /// The largest body accepted, in bytes (default 64 KiB); larger bodies get 413.
@@ -134,26 +158,59 @@ impl WechatPayLayer {
         self.with(|pipeline| pipeline.max_body_size = limit)
     }
 
-    /// How long the inner service may take (default 4 s, under WeChat Pay's 5 s). Past it
-    /// the handler's future is dropped (cancelled) and WeChat Pay gets 500, so it retries.
-    /// Needs a tokio runtime with the timer enabled, as axum and hyper-util servers have.
-    pub fn handler_deadline(self, deadline: Duration) -> Self {
-        self.with(|pipeline| pipeline.handler_deadline = deadline)
+    /// The answer deadline (default 4 s, under WeChat Pay's 5 s): from a request's arrival
+    /// to its answer, covering every step (key refresh wait, body, dedupe claim, waiting
+    /// for the inner service, the handler, the done marker); each step gets what is left.
+    /// A handler still running at the deadline is dropped (cancelled) and WeChat Pay gets
+    /// 500, so it retries; a done-marker write still running is finished in the
+    /// background and the acknowledgement goes out on time. Needs a tokio runtime with
+    /// the timer enabled, as axum and hyper-util servers have.
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidSetting`] for zero or more than 5 s, or if a dedupe lease set
+    /// before no longer outlasts it.
+    pub fn answer_deadline(self, deadline: Duration) -> Result<Self, ConfigError> {
+        if deadline.is_zero() || deadline > WECHATPAY_WAITS {
+            return Err(ConfigError::InvalidSetting {
+                setting: "answer deadline",
+                reason: "more than zero and at most 5 s (WeChat Pay waits 5 s for an answer)"
+                    .into(),
+            });
+        }
+        if let Some(dedupe) = &self.pipeline.dedupe {
+            dedupe.validate(deadline)?;
+        }
+        Ok(self.with(|pipeline| pipeline.deadline = deadline))
     }
 
-    /// How long the whole body may take to arrive (default 3 s); past it the request gets
-    /// 408 with a FAIL body and its buffers are freed.
-    pub fn body_timeout(self, timeout: Duration) -> Self {
-        self.with(|pipeline| pipeline.body_timeout = timeout)
+    /// How long the whole body may take to arrive (default 3 s, and never past the answer
+    /// deadline); past it the request gets 408 with a FAIL body and its buffers are freed.
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidSetting`] for zero.
+    pub fn body_timeout(self, timeout: Duration) -> Result<Self, ConfigError> {
+        if timeout.is_zero() {
+            return Err(ConfigError::InvalidSetting {
+                setting: "body timeout",
+                reason: "more than zero".into(),
+            });
+        }
+        Ok(self.with(|pipeline| pipeline.body_timeout = timeout))
     }
 
     /// Turns on the dedupe guard (off by default): the handler runs at most once at a
     /// time per notification, and not again after it succeeded, across every instance that
     /// shares the store. Takes a store (`InMemoryStore`, `RedisStore`, yours) or a
     /// configured [`Dedupe`], whose docs say what the guard promises.
-    pub fn dedupe(self, dedupe: impl Into<Dedupe>) -> Self {
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidSetting`] if the lease does not outlast the answer deadline
+    /// plus the store timeout (a claim could expire under a running handler), or a
+    /// duration is out of range (see [`Dedupe::MAX_LEASE`], [`Dedupe::MAX_KEEP_DONE`]).
+    pub fn dedupe(self, dedupe: impl Into<Dedupe>) -> Result<Self, ConfigError> {
         let dedupe = dedupe.into();
-        self.with(|pipeline| pipeline.dedupe = Some(dedupe))
+        dedupe.validate(self.pipeline.deadline)?;
+        Ok(self.with(|pipeline| pipeline.dedupe = Some(dedupe)))
     }
 
     /// How a notification the handler accepted is acknowledged (default 204).
@@ -178,8 +235,11 @@ impl WechatPayLayer {
     /// # Errors
     /// The [`Rejection`] the service would answer with.
     pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Notification, Rejection> {
-        let checked = self.pipeline.check_headers(headers)?;
-        self.pipeline.open(&checked, headers, body)
+        let checked = self
+            .pipeline
+            .check_headers(headers)
+            .map_err(|problem| self.pipeline.refuse(problem, headers))?;
+        self.pipeline.open(&checked, body)
     }
 
     #[cfg(feature = "test-util")]
@@ -217,7 +277,7 @@ impl fmt::Debug for WechatPayLayer {
             .field("keys", &self.pipeline.keys)
             .field("tolerance_secs", &self.pipeline.tolerance_secs)
             .field("max_body_size", &self.pipeline.max_body_size)
-            .field("handler_deadline", &self.pipeline.handler_deadline)
+            .field("answer_deadline", &self.pipeline.deadline)
             .field("body_timeout", &self.pipeline.body_timeout)
             .field("dedupe", &self.pipeline.dedupe)
             .field("success", &self.pipeline.success)

@@ -5,7 +5,8 @@
 //!
 //! 1. refuses a `Content-Length` over the limit (413) and missing `Wechatpay-Timestamp`,
 //!    `-Nonce`, `-Signature` or `-Serial` headers (400) before reading the body; a
-//!    `Wechatpay-Signature-Type` other than `WECHATPAY2-SHA256-RSA2048` is refused (400);
+//!    `Wechatpay-Signature-Type` other than `WECHATPAY2-SHA256-RSA2048` is refused (400;
+//!    absent or empty means that one);
 //! 2. refuses a timestamp more than the tolerance (300 s) from now, either way (401);
 //! 3. picks the key named by `Wechatpay-Serial` from its [`KeyRing`] (public keys and
 //!    platform certificates at once; an unknown serial may first run a bounded
@@ -16,8 +17,10 @@
 //!    `WECHATPAY/SIGNTEST/` probes, which are counted and logged as probes);
 //! 5. decrypts the AES-256-GCM resource with the APIv3 key. A genuine notification we
 //!    cannot parse or decrypt is ours to fix, so it gets 500 and WeChat Pay retries;
-//! 6. calls the inner service with the original body and a [`Notification`] in the request
-//!    extensions;
+//! 6. with the [`Dedupe`] guard on, claims the event (a copy already handled is
+//!    acknowledged, one being handled elsewhere gets 500); then reserves the inner service
+//!    (only now: strangers never hold its permits) and calls it with the original body and
+//!    a [`Notification`] in the request extensions;
 //! 7. answers WeChat Pay from the inner result:
 //!
 //! | inner result | answer |
@@ -26,26 +29,44 @@
 //! | `Ok`, 4xx or 5xx | same status, `{"code":"FAIL","message":"handler failed"}` |
 //! | `Ok`, 1xx or 3xx | 500, FAIL body |
 //! | `Err(_)` | 500, FAIL body (the error is logged, not sent) |
+//! | not ready, or no answer, by the answer deadline | 500, FAIL body |
 //!
 //! Every failure answer is `application/json` `{"code":"FAIL","message":…}` with a short
 //! message that never echoes request data, and carries a [`Rejection`] in its extensions.
 //!
 //! # Example
 //!
+//! One notify URL for payments and refunds is common, so the handler takes every kind
+//! ([`Notified<Event>`](Notified)) and matches. (A route that takes only
+//! `Notified<Transaction>` answers 500 to every refund sent to it, and WeChat Pay retries
+//! those for 24 hours.)
+//!
 //! ```
 //! use axum::{Router, routing::post};
 //! use http::StatusCode;
 //! use tower::ServiceExt;
-//! use tower_wechatpay::{Handled, Merchant, Notified, Retry, Transaction, WechatPayLayer};
+//! use tower_wechatpay::{Event, Handled, Merchant, Notified, Retry, WechatPayLayer};
 //! # use tower_wechatpay::test_util::{TestSigner, sample_payment, TEST_APIV3_KEY, TEST_PUBLIC_KEY_ID, TEST_PUBLIC_KEY_PEM};
 //!
-//! async fn paid(Notified(payment): Notified<Transaction>) -> Result<Handled, Retry> {
-//!     // A business failure is acknowledged, explicitly…
-//!     if let Err(rejection) = Merchant::new("1900012345").check_payment(&payment) {
-//!         return Ok(Handled::rejected(rejection));
+//! async fn notified(Notified(event): Notified<Event>) -> Result<Handled, Retry> {
+//!     let merchant = Merchant::new("1900012345");
+//!     match event {
+//!         Event::Payment(payment) => {
+//!             // A business failure is acknowledged, explicitly…
+//!             if let Err(declined) = merchant.check_payment(&payment) {
+//!                 return Ok(Handled::declined(declined));
+//!             }
+//!             // …while any error propagated with `?` (database down…) makes WeChat Pay
+//!             // retry: record_payment(&payment).await?;
+//!         }
+//!         Event::Refund(refund) => {
+//!             if let Err(declined) = merchant.check_refund(&refund) {
+//!                 return Ok(Handled::declined(declined));
+//!             }
+//!             // record_refund(&refund).await?;
+//!         }
+//!         _ => {} // kinds this shop does not use: acknowledged
 //!     }
-//!     // …while any error propagated with `?` (database down…) makes WeChat Pay retry.
-//!     // record_payment(&payment).await?;
 //!     Ok(Handled::Done)
 //! }
 //!
@@ -54,8 +75,9 @@
 //! let layer = WechatPayLayer::new(TEST_APIV3_KEY)?
 //!     .add_public_key(TEST_PUBLIC_KEY_ID, TEST_PUBLIC_KEY_PEM)?;
 //! let app = Router::new()
-//!     .route("/wechatpay/notify", post(paid))
-//!     .layer(layer);
+//!     .route("/wechatpay/notify", post(notified))
+//!     // `route_layer`: only the routes above; a `GET /health` added below stays open.
+//!     .route_layer(layer);
 //!
 //! # let signed = TestSigner::public_key_mode().notification("TRANSACTION.SUCCESS", &sample_payment()).build()?;
 //! let response = app.oneshot(signed.into_request_to("/wechatpay/notify")).await?;
@@ -65,8 +87,12 @@
 //!
 //! `Handled`, `Retry`, [`Merchant`] and the other checks work without axum too; the
 //! `axum` feature adds `IntoResponse` for the outcomes and the `Notified` extractor.
-//! Handlers get a deadline ([`WechatPayLayer::handler_deadline`], 4 s) and a panic in a
-//! handler is answered 500, so WeChat Pay retries and the server carries on.
+//! The whole answer has a deadline ([`WechatPayLayer::answer_deadline`], 4 s from the
+//! request's arrival, under WeChat Pay's 5 s) and a panic in a handler is answered 500,
+//! so WeChat Pay retries and the server carries on. The layer logs with `tracing`:
+//! install a subscriber (e.g. `tracing_subscriber::fmt().init()`) to see why a request
+//! was refused. Logs that strangers can trigger are rate-limited (the first, then one
+//! line per minute per kind with the count left out).
 //!
 //! # Order
 //!
@@ -102,6 +128,7 @@ mod extract;
 mod future;
 mod key_ring;
 mod layer;
+mod log;
 mod notification;
 mod outcome;
 mod pipeline;
@@ -123,7 +150,7 @@ pub use dedupe::{
 };
 pub use error::{ConfigError, Rejection, RejectionKind};
 pub use event::{
-    Amount, CombineTransaction, Event, PartnerPayer, PartnerTransaction, Payer, Refund,
+    Amount, CombineTransaction, Event, ModelError, PartnerPayer, PartnerTransaction, Payer, Refund,
     RefundAmount, SceneInfo, SubOrder, SubOrderAmount, Transaction,
 };
 #[cfg(feature = "axum")]
@@ -131,13 +158,14 @@ pub use extract::{FromNotification, Notified, NotifiedRejection};
 pub use future::ResponseFuture;
 pub use key_ring::KeyRing;
 pub use layer::{
-    DEFAULT_BODY_TIMEOUT, DEFAULT_HANDLER_DEADLINE, DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_ANSWER_DEADLINE, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE,
     DEFAULT_TIMESTAMP_TOLERANCE, WechatPayLayer,
 };
 pub use notification::Notification;
-pub use outcome::{BusinessRejection, Handled, Retry, into_response};
+pub use outcome::{Declined, Handled, Retry, into_http_response};
 pub use refresh::{
-    DEFAULT_MIN_REFRESH_INTERVAL, DEFAULT_REFRESH_WAIT, KeyRefresher, RefreshFuture,
+    DEFAULT_MIN_REFRESH_INTERVAL, DEFAULT_REFRESH_TIMEOUT, DEFAULT_REFRESH_WAIT, KeyRefresher,
+    RefreshFuture,
 };
 pub use reply::SuccessReply;
 pub use service::WechatPay;

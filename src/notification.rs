@@ -209,6 +209,7 @@ impl fmt::Debug for Notification {
             Event::CombinePayment(_) => "CombinePayment",
             Event::Refund(_) => "Refund",
             Event::Other => "Other",
+            Event::Unparsed(_) => "Unparsed",
         };
         f.debug_struct("Notification")
             .field("id", &self.id())

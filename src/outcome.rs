@@ -1,23 +1,23 @@
 //! What a handler answers: [`Handled`] (acknowledge) or [`Retry`] (WeChat Pay resends).
 //!
 //! The rule from the field, in the types: a *business* failure (unknown order, already paid,
-//! amount mismatch) is still acknowledged, so say it with [`Handled::rejected`]; a *system*
+//! amount mismatch) is still acknowledged, so say it with [`Handled::declined`]; a *system*
 //! failure (database down, timeout, a bug) must make WeChat Pay retry, and any error that
 //! `?` propagates becomes a [`Retry`]. There is no `From` that turns an error into an
 //! acknowledgement, so `?` can never acknowledge by accident.
 //!
 //! ```
-//! use tower_wechatpay::{BusinessRejection, Handled, Retry, Transaction};
+//! use tower_wechatpay::{Declined, Handled, Retry, Transaction};
 //!
 //! # struct Db;
 //! # impl Db { async fn mark_paid(&self, _: &str) -> Result<bool, std::io::Error> { Ok(true) } }
 //! async fn on_payment(db: &Db, payment: &Transaction) -> Result<Handled, Retry> {
 //!     if let Err(rejection) = payment.check_success() {
-//!         return Ok(Handled::rejected(rejection)); // acknowledged, logged at warn
+//!         return Ok(Handled::declined(rejection)); // acknowledged, logged at warn
 //!     }
 //!     let known = db.mark_paid(&payment.out_trade_no).await?; // an error here: retry
 //!     if !known {
-//!         return Ok(Handled::rejected("unknown order"));
+//!         return Ok(Handled::declined("unknown order"));
 //!     }
 //!     Ok(Handled::Done)
 //! }
@@ -41,34 +41,36 @@ pub enum Handled {
     /// Not applied for a business reason that no retry can change (unknown order, amount
     /// mismatch, wrong merchant…). Acknowledged so WeChat Pay stops resending; logged at
     /// warn with the reason. Investigate these: they may be fraud or a bug.
-    Rejected(BusinessRejection),
+    Declined(Declined),
 }
 
 impl Handled {
-    /// A business rejection with this reason.
-    pub fn rejected(reason: impl Into<BusinessRejection>) -> Self {
-        Self::Rejected(reason.into())
+    /// Declined for this business reason: acknowledged, not applied, logged at warn.
+    pub fn declined(reason: impl Into<Declined>) -> Self {
+        Self::Declined(reason.into())
     }
 
-    /// The response the layer turns into an acknowledgement (200, empty). A business
-    /// rejection travels in the response extensions, for the layer's log.
-    pub fn into_response(self) -> Response<BufferedBody> {
+    /// The response the layer turns into an acknowledgement (200, empty). A decline
+    /// travels in the response extensions, for the layer's log. (Named so it never shadows
+    /// axum's `IntoResponse::into_response`.)
+    pub fn into_http_response(self) -> Response<BufferedBody> {
         let mut response = Response::new(BufferedBody::empty());
-        if let Self::Rejected(rejection) = self {
-            response.extensions_mut().insert(rejection);
+        if let Self::Declined(declined) = self {
+            response.extensions_mut().insert(declined);
         }
         response
     }
 }
 
-/// Why a notification was acknowledged without being applied.
+/// Why a notification was acknowledged without being applied: a business decision (an
+/// acknowledged decline), never a failure answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BusinessRejection {
+pub struct Declined {
     reason: Cow<'static, str>,
 }
 
-impl BusinessRejection {
-    /// A rejection with this reason (keep payer data out of it: it is logged).
+impl Declined {
+    /// A decline with this reason (keep payer data out of it: it is logged).
     pub fn new(reason: impl Into<Cow<'static, str>>) -> Self {
         Self {
             reason: reason.into(),
@@ -81,19 +83,19 @@ impl BusinessRejection {
     }
 }
 
-impl fmt::Display for BusinessRejection {
+impl fmt::Display for Declined {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.reason)
     }
 }
 
-impl From<&'static str> for BusinessRejection {
+impl From<&'static str> for Declined {
     fn from(reason: &'static str) -> Self {
         Self::new(reason)
     }
 }
 
-impl From<String> for BusinessRejection {
+impl From<String> for Declined {
     fn from(reason: String) -> Self {
         Self::new(reason)
     }
@@ -101,8 +103,9 @@ impl From<String> for BusinessRejection {
 
 /// A system failure: WeChat Pay must resend the notification later (500 with a FAIL body).
 ///
-/// Any error converts into it with `?`. The error is logged by the layer at error level,
-/// with the notification's id, and never sent to WeChat Pay.
+/// Any error converts into it with `?`: every `std::error::Error + Send + Sync`, a boxed
+/// `Box<dyn Error + Send + Sync>`, an `anyhow::Error`, even a `String`. The error is logged
+/// by the layer at error level, with the notification's id, and never sent to WeChat Pay.
 #[derive(Clone)]
 pub struct Retry {
     error: Arc<BoxError>,
@@ -123,7 +126,7 @@ impl Retry {
 
     /// The response the layer turns into a retry (500, FAIL body), with this `Retry` in the
     /// extensions for the layer's log.
-    pub fn into_response(self) -> Response<BufferedBody> {
+    pub fn into_http_response(self) -> Response<BufferedBody> {
         let mut response = Response::new(BufferedBody::empty());
         *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         response.extensions_mut().insert(self);
@@ -131,11 +134,12 @@ impl Retry {
     }
 }
 
-// `Retry` is deliberately not an `Error` itself: that keeps this blanket `From` coherent,
-// so `?` works on every error type.
+// `Retry` is deliberately neither an `Error` nor convertible into a `BoxError`: that keeps
+// this blanket `From` coherent, so `?` works on everything that boxes into an error
+// (`anyhow::Error` and `Box<dyn Error + Send + Sync>` included).
 impl<E> From<E> for Retry
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: Into<BoxError>,
 {
     fn from(error: E) -> Self {
         Self::new(error)
@@ -163,10 +167,10 @@ impl fmt::Display for Retry {
 /// Turns a handler's result into the response the layer expects (for `tower::service_fn`
 /// handlers; axum handlers can return `Result<Handled, Retry>` directly with the `axum`
 /// feature).
-pub fn into_response(result: Result<Handled, Retry>) -> Response<BufferedBody> {
+pub fn into_http_response(result: Result<Handled, Retry>) -> Response<BufferedBody> {
     match result {
-        Ok(handled) => handled.into_response(),
-        Err(retry) => retry.into_response(),
+        Ok(handled) => handled.into_http_response(),
+        Err(retry) => retry.into_http_response(),
     }
 }
 
@@ -178,13 +182,13 @@ mod axum_impls {
 
     impl IntoResponse for Handled {
         fn into_response(self) -> Response {
-            Handled::into_response(self).map(axum_core::body::Body::new)
+            self.into_http_response().map(axum_core::body::Body::new)
         }
     }
 
     impl IntoResponse for Retry {
         fn into_response(self) -> Response {
-            Retry::into_response(self).map(axum_core::body::Body::new)
+            self.into_http_response().map(axum_core::body::Body::new)
         }
     }
 }
@@ -199,30 +203,44 @@ mod tests {
             let _: u32 = "not a number".parse::<u32>()?;
             Ok(Handled::Done)
         }
-        let response = into_response(handler());
+        let response = into_http_response(handler());
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let retry = response.extensions().get::<Retry>().unwrap();
         assert!(retry.to_string().contains("invalid digit"));
     }
 
     #[test]
-    fn business_rejection_is_an_acknowledgement_with_a_reason() {
-        let response = into_response(Ok(Handled::rejected("amount mismatch")));
+    fn a_decline_is_an_acknowledgement_with_a_reason() {
+        let response = into_http_response(Ok(Handled::declined("amount mismatch")));
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(
-            response
-                .extensions()
-                .get::<BusinessRejection>()
-                .map(|r| r.reason()),
+            response.extensions().get::<Declined>().map(|r| r.reason()),
             Some("amount mismatch")
         );
     }
 
     #[test]
     fn done_is_a_plain_acknowledgement() {
-        let response = into_response(Ok(Handled::Done));
+        let response = into_http_response(Ok(Handled::Done));
         assert_eq!(response.status(), StatusCode::OK);
-        assert!(response.extensions().get::<BusinessRejection>().is_none());
+        assert!(response.extensions().get::<Declined>().is_none());
+    }
+
+    #[test]
+    fn question_mark_on_boxed_and_string_errors_is_a_retry() {
+        fn boxed() -> Result<Handled, Retry> {
+            let result: Result<(), Box<dyn std::error::Error + Send + Sync>> =
+                Err("database unreachable".into());
+            result?;
+            Ok(Handled::Done)
+        }
+        fn text() -> Result<Handled, Retry> {
+            Err(String::from("queue full"))?;
+            Ok(Handled::Done)
+        }
+        let retry = boxed().unwrap_err();
+        assert_eq!(retry.to_string(), "database unreachable");
+        assert_eq!(text().unwrap_err().to_string(), "queue full");
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //!
 //! Nothing here knows about tower: [`Pipeline::check_headers`] runs before the body is read,
 //! [`Pipeline::open`] after, and [`Pipeline::answer`] turns the handler's result into the
-//! reply WeChat Pay requires.
+//! reply WeChat Pay requires. src/future.rs drives them.
 
+use std::collections::HashSet;
 use std::fmt::Display;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::{HeaderMap, Response};
@@ -16,12 +17,15 @@ use crate::body::BufferedBody;
 use crate::decrypt::{decrypt_resource, parse_envelope};
 use crate::dedupe::Dedupe;
 use crate::error::{Rejection, RejectionKind};
-use crate::event::EventKind;
+use crate::event::{Event, EventKind, ModelError};
 use crate::key_ring::KeyRing;
+use crate::log::{Noise, NoiseLimiter};
 use crate::notification::{Fields, Notification};
-use crate::outcome::{BusinessRejection, Retry};
+use crate::outcome::{Declined, Retry};
 use crate::reply::{self, SuccessReply};
-use crate::verify::{CheckedHeaders, HeaderProblem, check_headers, verify_signature};
+use crate::verify::{
+    CheckedHeaders, HeaderProblem, check_headers, looks_rewritten, verify_signature,
+};
 
 /// Unix seconds now; injectable so tests never sleep.
 pub(crate) type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -43,74 +47,133 @@ pub(crate) struct Pipeline {
     pub(crate) cipher: Arc<ResourceCipher>,
     pub(crate) tolerance_secs: u64,
     pub(crate) max_body_size: usize,
-    pub(crate) handler_deadline: Duration,
+    /// The whole answer's budget, from the request's arrival.
+    pub(crate) deadline: Duration,
     pub(crate) body_timeout: Duration,
     pub(crate) dedupe: Option<Dedupe>,
     pub(crate) clock: Clock,
     pub(crate) success: SuccessReply,
     pub(crate) probes: Arc<AtomicU64>,
+    pub(crate) noise: Arc<NoiseLimiter>,
+    pub(crate) drift: Arc<DriftSeen>,
+}
+
+/// The schema-drift causes already logged: each is logged at error once, not per request.
+#[derive(Default)]
+pub(crate) struct DriftSeen {
+    causes: Mutex<HashSet<(String, &'static str, &'static str)>>,
+}
+
+impl DriftSeen {
+    // Bounded: event types come from genuine notifications only, but stay cautious.
+    const MAX_CAUSES: usize = 64;
+
+    fn first_time(&self, event_type: &str, error: &ModelError) -> bool {
+        let mut causes = self.causes.lock().unwrap_or_else(PoisonError::into_inner);
+        if causes.len() >= Self::MAX_CAUSES {
+            return false;
+        }
+        causes.insert((event_type.to_owned(), error.model(), error.category()))
+    }
 }
 
 impl Pipeline {
-    /// The checks that need no body. Logs each refusal at the level it deserves.
-    pub(crate) fn check_headers(&self, headers: &HeaderMap) -> Result<CheckedHeaders, Rejection> {
-        self.inspect_headers(headers)
-            .map_err(|problem| self.refuse(problem, headers))
-    }
-
     /// The checks that need no body, without a word in the log: the caller may still try
     /// a key refresh before refusing.
-    pub(crate) fn inspect_headers(
+    pub(crate) fn check_headers(
         &self,
         headers: &HeaderMap,
     ) -> Result<CheckedHeaders, HeaderProblem> {
-        check_headers(headers, &self.keys, (self.clock)(), self.tolerance_secs)
+        check_headers(
+            headers,
+            &self.keys,
+            (self.clock)(),
+            self.tolerance_secs,
+            self.max_body_size,
+        )
     }
 
-    /// The answer to headers that failed their checks, logged.
+    /// The answer to headers that failed their checks, logged (rate-limited: anyone can
+    /// send these).
     pub(crate) fn refuse(&self, problem: HeaderProblem, headers: &HeaderMap) -> Rejection {
         match problem {
-            HeaderProblem::Probe => {
-                let seen = self.probes.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::info!(
-                    probes_seen = seen,
-                    "refused a WeChat Pay signature probe (WECHATPAY/SIGNTEST/); \
-                         WeChat Pay resends it correctly signed"
-                );
+            HeaderProblem::TooLarge => {
+                if let Some(left_out) = self.noise.allow(Noise::TooLarge) {
+                    tracing::warn!(
+                        left_out,
+                        limit = self.max_body_size,
+                        "refused a notification whose content-length is over the limit"
+                    );
+                }
+                Rejection::new(RejectionKind::BodyTooLarge, "body too large")
+            }
+            HeaderProblem::Missing(message) => {
+                if let Some(left_out) = self.noise.allow(Noise::MissingHeader) {
+                    if looks_like_xml(headers) {
+                        tracing::warn!(left_out, reason = message, "{}", V2_XML);
+                    } else {
+                        tracing::warn!(
+                            left_out,
+                            reason = message,
+                            "refused a notification request"
+                        );
+                    }
+                }
+                Rejection::new(RejectionKind::MissingHeader, message)
+            }
+            HeaderProblem::Invalid(rejection) => {
+                if let Some(left_out) = self.noise.allow(Noise::InvalidHeader) {
+                    tracing::warn!(left_out, reason = %rejection, "refused a notification request");
+                }
+                rejection
+            }
+            HeaderProblem::Stale { timestamp } => {
+                if let Some(left_out) = self.noise.allow(Noise::Stale) {
+                    tracing::warn!(
+                        left_out,
+                        now = (self.clock)(),
+                        timestamp,
+                        tolerance_secs = self.tolerance_secs,
+                        "refused a notification outside the timestamp window (replayed, or \
+                         this server's clock is off: check NTP)"
+                    );
+                }
+                Rejection::new(
+                    RejectionKind::TimestampOutOfWindow,
+                    "timestamp outside the allowed window",
+                )
+            }
+            HeaderProblem::Probe { known_serial } => {
+                // Counted only when it names a key we have: a stranger's imitation with a
+                // random serial must not inflate the count.
+                let seen = if known_serial {
+                    self.probes.fetch_add(1, Ordering::Relaxed) + 1
+                } else {
+                    self.probes.load(Ordering::Relaxed)
+                };
+                if let Some(left_out) = self.noise.allow(Noise::Probe) {
+                    tracing::info!(
+                        left_out,
+                        probes_seen = seen,
+                        known_serial,
+                        "refused a WeChat Pay signature probe (WECHATPAY/SIGNTEST/); WeChat \
+                         Pay resends it correctly signed"
+                    );
+                }
                 Rejection::new(
                     RejectionKind::SignatureProbe,
                     "signature verification failed",
                 )
             }
             HeaderProblem::UnknownSerial { serial, hint } => {
-                tracing::error!(
-                    serial = %serial,
-                    "refused a notification signed with an unknown Wechatpay-Serial: {hint}"
-                );
-                Rejection::new(RejectionKind::UnknownSerial, "unknown wechatpay-serial")
-            }
-            HeaderProblem::Rejected(rejection) => {
-                if rejection.kind() == RejectionKind::TimestampOutOfWindow {
-                    tracing::warn!(
-                        now = (self.clock)(),
-                        tolerance_secs = self.tolerance_secs,
-                        timestamp = ?headers.get(crate::verify::TIMESTAMP),
-                        "refused a notification outside the timestamp window \
-                         (replayed, or a clock is off)"
+                if let Some(left_out) = self.noise.allow(Noise::UnknownSerial) {
+                    tracing::error!(
+                        left_out,
+                        serial = %serial,
+                        "refused a notification signed with an unknown Wechatpay-Serial: {hint}"
                     );
-                } else if rejection.kind() == RejectionKind::MissingHeader
-                    && looks_like_xml(headers)
-                {
-                    tracing::warn!(
-                        reason = %rejection,
-                        "refused an APIv2 (XML) notification: this endpoint speaks APIv3 \
-                         only (refunds started by hand in the merchant platform are still \
-                         notified in v2 XML; receive those on a separate endpoint)"
-                    );
-                } else {
-                    tracing::warn!(reason = %rejection, "refused a notification request");
                 }
-                rejection
+                Rejection::new(RejectionKind::UnknownSerial, "unknown wechatpay-serial")
             }
         }
     }
@@ -119,30 +182,39 @@ impl Pipeline {
     pub(crate) fn open(
         &self,
         checked: &CheckedHeaders,
-        headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Notification, Rejection> {
         let serial: &str = &checked.key.serial;
         if body.len() > self.max_body_size {
-            tracing::warn!(
-                len = body.len(),
-                "refused a notification body over the limit"
-            );
+            if let Some(left_out) = self.noise.allow(Noise::TooLarge) {
+                tracing::warn!(
+                    left_out,
+                    len = body.len(),
+                    "refused a notification body over the limit"
+                );
+            }
             return Err(Rejection::new(
                 RejectionKind::BodyTooLarge,
                 "body too large",
             ));
         }
-        if let Err(rejection) = verify_signature(checked, headers, body) {
-            tracing::warn!(
-                serial,
-                "refused a notification whose signature does not verify \
-                 (forged, altered in transit, or the key for this serial is wrong)"
-            );
+        if let Err(rejection) = verify_signature(checked, body) {
+            if let Some(left_out) = self.noise.allow(Noise::BadSignature) {
+                if looks_rewritten(body) {
+                    tracing::warn!(left_out, serial, "{}", REWRITTEN);
+                } else {
+                    tracing::warn!(
+                        left_out,
+                        serial,
+                        "refused a notification whose signature does not verify (forged, \
+                         altered in transit, or the key configured for this serial is wrong)"
+                    );
+                }
+            }
             return Err(rejection);
         }
         // From here on the request is genuine: every failure is ours to fix and must
-        // make WeChat Pay retry (500), never be acknowledged.
+        // make WeChat Pay retry (500), never be acknowledged. Logged every time.
         let envelope = parse_envelope(body).inspect_err(|_| {
             tracing::error!(
                 serial,
@@ -153,45 +225,48 @@ impl Pipeline {
         let event_type = envelope.event_type.as_deref().unwrap_or_default();
         let plaintext =
             decrypt_resource(&self.cipher, &envelope.resource).inspect_err(|rejection| {
-                match rejection.kind() {
-                    RejectionKind::UnsupportedAlgorithm => tracing::error!(
-                        id = %envelope.id,
-                        event_type,
-                        algorithm = %envelope.resource.algorithm,
-                        "a correctly signed notification uses an unsupported resource algorithm; \
-                         answering 500 so WeChat Pay retries"
-                    ),
-                    RejectionKind::MalformedResource => tracing::error!(
-                        id = %envelope.id,
-                        event_type,
-                        "a correctly signed notification decrypted to bytes that are not UTF-8; \
-                         answering 500 so WeChat Pay retries"
-                    ),
-                    _ => tracing::error!(
-                        id = %envelope.id,
-                        event_type,
-                        "could not decrypt a correctly signed notification: the APIv3 key is most \
-                         likely wrong (or was reset in the merchant platform); answering 500 so \
-                         WeChat Pay retries"
-                    ),
-                }
+                log_decrypt_failure(
+                    rejection,
+                    &envelope.id,
+                    event_type,
+                    &envelope.resource.algorithm,
+                );
             })?;
         let original_type = envelope.resource.original_type.as_deref();
         let kind = EventKind::of(original_type, event_type);
-        let event = kind.parse(&plaintext).map_err(|error| {
-            // serde's message can quote the payload: log only where and how it failed.
-            tracing::error!(
-                id = %envelope.id,
-                event_type,
-                model = kind.model_name(),
-                category = ?error.classify(),
-                line = error.line(),
-                column = error.column(),
-                "a correctly signed notification decrypted to a resource that does not match \
-                 its model (schema drift?); answering 500 so WeChat Pay retries"
-            );
-            Rejection::new(RejectionKind::MalformedResource, "malformed resource")
-        })?;
+        let event = match kind.parse(&plaintext) {
+            Ok(event) => event,
+            Err(error) if kind.has_model() && is_json(&plaintext) => {
+                // Schema drift: the notification still reaches handlers that read the raw
+                // resource; typed extractors answer a retry.
+                let error = ModelError::new(kind.model_name(), &error);
+                if self.drift.first_time(event_type, &error) {
+                    tracing::error!(
+                        id = %envelope.id,
+                        event_type,
+                        %error,
+                        "a correctly signed notification does not match its model (schema \
+                         drift?): handed on as Event::Unparsed; handlers that need the model \
+                         answer 500 so WeChat Pay retries. Logged once per cause."
+                    );
+                }
+                Event::Unparsed(error)
+            }
+            Err(error) => {
+                // serde's message can quote the payload: log only where and how it failed.
+                tracing::error!(
+                    id = %envelope.id,
+                    event_type,
+                    error = %ModelError::new(kind.model_name(), &error),
+                    "a correctly signed notification decrypted to a resource that is not \
+                     JSON; answering 500 so WeChat Pay retries"
+                );
+                return Err(Rejection::new(
+                    RejectionKind::MalformedResource,
+                    "malformed resource",
+                ));
+            }
+        };
         tracing::info!(
             id = %envelope.id,
             event_type,
@@ -232,23 +307,23 @@ impl Pipeline {
                     id,
                     event_type,
                     %error,
-                    "the handler failed with an error; answering 500 so WeChat Pay retries"
+                    "the inner service failed with an error; answering 500 so WeChat Pay retries"
                 );
                 return reply::failure(Rejection::new(
-                    RejectionKind::HandlerError,
-                    "handler error",
+                    RejectionKind::ServiceError,
+                    "service error",
                 ));
             }
         };
         let status = response.status();
         let extensions = response.into_parts().0.extensions;
         let mut answer = if status.is_success() {
-            match extensions.get::<BusinessRejection>() {
-                Some(rejection) => tracing::warn!(
+            match extensions.get::<Declined>() {
+                Some(declined) => tracing::warn!(
                     id,
                     event_type,
-                    reason = %rejection,
-                    "acknowledged a notification the handler rejected for a business reason \
+                    reason = %declined,
+                    "acknowledged a notification the handler declined for a business reason \
                      (not applied; WeChat Pay will not resend it)"
                 ),
                 None => {
@@ -257,22 +332,35 @@ impl Pipeline {
             }
             reply::success(self.success)
         } else if status.is_client_error() || status.is_server_error() {
-            match extensions.get::<Retry>() {
-                Some(retry) => tracing::error!(
+            if let Some(rejection) = extensions.get::<Rejection>() {
+                // An extractor refused before any handler ran (it logged why).
+                tracing::error!(
                     id,
                     event_type,
                     %status,
-                    error = %retry,
-                    "the handler failed; WeChat Pay will resend this notification"
-                ),
-                None => tracing::warn!(
-                    id,
-                    event_type,
-                    %status,
-                    "the handler asked for a retry; WeChat Pay will resend this notification"
-                ),
+                    reason = %rejection,
+                    "the route refused the notification before its handler ran; WeChat Pay \
+                     will resend it"
+                );
+                reply::failure(rejection.clone())
+            } else {
+                match extensions.get::<Retry>() {
+                    Some(retry) => tracing::error!(
+                        id,
+                        event_type,
+                        %status,
+                        error = %retry,
+                        "the handler failed; WeChat Pay will resend this notification"
+                    ),
+                    None => tracing::warn!(
+                        id,
+                        event_type,
+                        %status,
+                        "the handler asked for a retry; WeChat Pay will resend this notification"
+                    ),
+                }
+                reply::failure(Rejection::handler_retry(status))
             }
-            reply::failure(Rejection::handler_failed(status))
         } else {
             tracing::error!(
                 id,
@@ -290,6 +378,45 @@ impl Pipeline {
         answer.extensions_mut().extend(ours);
         answer
     }
+}
+
+const V2_XML: &str = "refused an APIv2 (XML) notification: this endpoint speaks APIv3 only \
+    (refunds started by hand in the merchant platform are still notified in v2 XML; receive \
+    those on a separate endpoint)";
+
+const REWRITTEN: &str = "refused a notification whose signature does not verify, and whose \
+    body is not the compact JSON WeChat Pay sends (whitespace between tokens or a trailing \
+    newline): it was most likely rewritten on the way (a proxy or JSON middleware \
+    re-serialised it); the signature covers the exact bytes, so nothing may touch the body \
+    before this layer";
+
+fn log_decrypt_failure(rejection: &Rejection, id: &str, event_type: &str, algorithm: &str) {
+    match rejection.kind() {
+        RejectionKind::UnsupportedAlgorithm => tracing::error!(
+            id,
+            event_type,
+            algorithm,
+            "a correctly signed notification uses an unsupported resource algorithm; \
+             answering 500 so WeChat Pay retries"
+        ),
+        RejectionKind::MalformedResource => tracing::error!(
+            id,
+            event_type,
+            "a correctly signed notification decrypted to bytes that are not UTF-8; \
+             answering 500 so WeChat Pay retries"
+        ),
+        _ => tracing::error!(
+            id,
+            event_type,
+            "could not decrypt a correctly signed notification: the APIv3 key is most \
+             likely wrong (or was reset in the merchant platform); answering 500 so \
+             WeChat Pay retries"
+        ),
+    }
+}
+
+fn is_json(text: &str) -> bool {
+    serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
 }
 
 /// APIv2 notifications are XML; they carry no `Wechatpay-*` headers.

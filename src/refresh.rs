@@ -26,6 +26,10 @@ pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 /// Below WeChat Pay's 5 s deadline with the default body timeout added.
 pub const DEFAULT_REFRESH_WAIT: Duration = Duration::from_secs(2);
 
+/// How long one refresh may run before it is abandoned as stuck (its future dropped); a
+/// later unknown serial may then start a new one, after the minimum interval.
+pub const DEFAULT_REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What a refresher returns.
 pub type RefreshFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
@@ -63,10 +67,12 @@ type RefreshFn = dyn Fn(KeyRing) -> RefreshFuture + Send + Sync;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
+#[must_use]
 pub struct KeyRefresher {
     refresh: Arc<RefreshFn>,
     min_interval: Duration,
     max_wait: Duration,
+    timeout: Duration,
 }
 
 impl KeyRefresher {
@@ -81,7 +87,16 @@ impl KeyRefresher {
             refresh: Arc::new(move |keys| Box::pin(refresh(keys))),
             min_interval: DEFAULT_MIN_REFRESH_INTERVAL,
             max_wait: DEFAULT_REFRESH_WAIT,
+            timeout: DEFAULT_REFRESH_TIMEOUT,
         }
+    }
+
+    /// How long one refresh may run (default [`DEFAULT_REFRESH_TIMEOUT`]). Past it the
+    /// refresh is abandoned (its future dropped) and logged as stuck, so a refresher that
+    /// never finishes cannot turn refreshing off for good.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The least time between the starts of two refreshes
@@ -92,7 +107,8 @@ impl KeyRefresher {
     }
 
     /// How long a request waits for a refresh before it is answered 401
-    /// (default [`DEFAULT_REFRESH_WAIT`]).
+    /// (default [`DEFAULT_REFRESH_WAIT`]; never longer than what is left of the layer's
+    /// answer deadline).
     pub fn max_wait(mut self, wait: Duration) -> Self {
         self.max_wait = wait;
         self
@@ -104,6 +120,7 @@ impl fmt::Debug for KeyRefresher {
         f.debug_struct("KeyRefresher")
             .field("min_interval", &self.min_interval)
             .field("max_wait", &self.max_wait)
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -125,6 +142,10 @@ impl RefreshState {
             last_started: None,
             running: None,
         }
+    }
+
+    pub(crate) fn refresher(&self) -> &KeyRefresher {
+        &self.refresher
     }
 
     /// For a request whose serial is unknown: the refresh to wait for, and the refresh to
@@ -158,6 +179,7 @@ impl RefreshState {
         self.running = Some(running.clone());
         let start = StartRefresh {
             refresh: Arc::clone(&self.refresher.refresh),
+            timeout: self.refresher.timeout,
             done,
             runtime,
         };
@@ -168,6 +190,7 @@ impl RefreshState {
 /// A refresh that was decided on and is to be started.
 pub(crate) struct StartRefresh {
     refresh: Arc<RefreshFn>,
+    timeout: Duration,
     done: watch::Sender<bool>,
     runtime: tokio::runtime::Handle,
 }
@@ -179,13 +202,19 @@ impl StartRefresh {
         tracing::info!("unknown Wechatpay-Serial: refreshing WeChat Pay keys");
         let refresh = (self.refresh)(keys);
         let done = self.done;
+        let timeout = self.timeout;
         self.runtime.spawn(async move {
             // If the refresher panics, `done` is dropped with the task and the waiters
             // wake all the same; the guard says so in the log.
             let guard = Unfinished;
-            match refresh.await {
-                Ok(()) => tracing::info!("refreshed WeChat Pay keys"),
-                Err(error) => tracing::error!(%error, "the key refresher failed"),
+            match tokio::time::timeout(timeout, refresh).await {
+                Ok(Ok(())) => tracing::info!("refreshed WeChat Pay keys"),
+                Ok(Err(error)) => tracing::error!(%error, "the key refresher failed"),
+                Err(_) => tracing::error!(
+                    timeout_ms = duration_ms(timeout),
+                    "the key refresher is stuck: abandoned it after its timeout; a later \
+                     unknown serial may start a new refresh after the minimum interval"
+                ),
             }
             std::mem::forget(guard);
             let _ = done.send(true);

@@ -4,13 +4,12 @@ use std::fmt::{self, Display};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::CONTENT_LENGTH;
 use http::{Request, Response};
 use http_body::Body;
+use tokio::time::Instant;
 use tower::{BoxError, Service};
 
 use crate::body::BufferedBody;
-use crate::error::{Rejection, RejectionKind};
 use crate::future::ResponseFuture;
 use crate::pipeline::Pipeline;
 use crate::verify::HeaderProblem;
@@ -43,15 +42,6 @@ impl<S> WechatPay<S> {
     }
 }
 
-impl<S: Clone> WechatPay<S> {
-    /// Only the instance we polled is known to be ready (tower: "be careful when cloning
-    /// inner services"); it travels into the future, a fresh clone stays.
-    fn take_ready(&mut self) -> S {
-        let not_ready = self.inner.clone();
-        std::mem::replace(&mut self.inner, not_ready)
-    }
-}
-
 impl<S: Clone> Clone for WechatPay<S> {
     fn clone(&self) -> Self {
         Self {
@@ -80,21 +70,21 @@ where
     type Error = S::Error;
     type Future = ResponseFuture<S, ReqBody>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    /// Always ready: the inner service is reserved per request, inside the future, only
+    /// once the request is verified (as `tower::util::Oneshot` does), so unauthenticated
+    /// requests waiting for their body or a key refresh never hold an inner permit.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let pipeline = Arc::clone(&self.pipeline);
-        // Cheap checks first: a declared length over the limit, then every header.
-        if declared_length(&request).is_some_and(|len| len > pipeline.max_body_size as u64) {
-            tracing::warn!("refused a notification whose content-length is over the limit");
-            let rejection = Rejection::new(RejectionKind::BodyTooLarge, "body too large");
-            return ResponseFuture::rejected(rejection);
-        }
-        let problem = match pipeline.inspect_headers(request.headers()) {
+        // The answer deadline counts from here.
+        let deadline = Instant::now() + pipeline.deadline;
+        let problem = match pipeline.check_headers(request.headers()) {
             Ok(checked) => {
-                return ResponseFuture::buffering(request, checked, self.take_ready(), pipeline);
+                let inner = self.inner.clone();
+                return ResponseFuture::buffering(request, checked, inner, pipeline, deadline);
             }
             Err(problem) => problem,
         };
@@ -103,18 +93,10 @@ where
         if matches!(problem, HeaderProblem::UnknownSerial { .. })
             && let Some(wait) = pipeline.keys.wait_for_refresh()
         {
-            return ResponseFuture::refreshing(request, wait, self.take_ready(), pipeline);
+            let inner = self.inner.clone();
+            return ResponseFuture::refreshing(request, wait, inner, pipeline, deadline);
         }
-        ResponseFuture::rejected(pipeline.refuse(problem, request.headers()))
+        let rejection = pipeline.refuse(problem, request.headers());
+        ResponseFuture::rejected(rejection, pipeline)
     }
-}
-
-fn declared_length<B>(request: &Request<B>) -> Option<u64> {
-    request
-        .headers()
-        .get(CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }

@@ -89,7 +89,8 @@ pub fn layer(flags: &Flags) -> Result<WechatPayLayer, String> {
     };
     let mut layer = WechatPayLayer::new(read(key_file)?.trim())
         .map_err(|e| format!("{key_file}: {e}"))?
-        .timestamp_tolerance(Duration::from_secs(tolerance));
+        .timestamp_tolerance(Duration::from_secs(tolerance))
+        .map_err(|e| format!("--tolerance-secs: {e}"))?;
     for pair in flags.all("--public-key") {
         let (id, file) = pair
             .split_once('=')

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tower::BoxError;
 
+use crate::error::ConfigError;
 use crate::event::Event;
 use crate::notification::Notification;
 
@@ -63,6 +64,8 @@ impl StoreError {
     }
 }
 
+// Display shows the cause's message and `source` goes on from the cause's own source (as
+// `std::io::Error` does for custom errors), so a printed chain names each cause once.
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "dedupe store: {}", self.source)
@@ -71,12 +74,12 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(self.source.as_ref())
+        self.source.source()
     }
 }
 
-/// The key a notification is deduplicated by.
-pub type KeyFn = Arc<dyn Fn(&Notification) -> String + Send + Sync>;
+/// The key a notification is deduplicated by; `None` runs the handler unguarded.
+pub type KeyFn = Arc<dyn Fn(&Notification) -> Option<String> + Send + Sync>;
 
 /// The dedupe guard: the handler runs at most once at a time per notification, and not
 /// again after it succeeded, across every instance that shares the store.
@@ -95,6 +98,13 @@ pub type KeyFn = Arc<dyn Fn(&Notification) -> String + Send + Sync>;
 /// 4. otherwise calls the handler; on success marks the key done (kept 25 h, longer than
 ///    WeChat Pay's 24 h 4 min of retries); on any failure (retry answer, error, panic,
 ///    deadline) releases the claim so the next retry runs the handler again.
+///
+/// **Keys are identities.** Two notifications with the same key are one business event:
+/// once one was handled, the other is acknowledged *without running the handler*. A key
+/// that collides for two different events therefore acknowledges the second one silently.
+/// The [`default_key`] names the merchant and the event's own id; a custom
+/// [`key`](Dedupe::key) must be as specific (return `None` to run a notification
+/// unguarded).
 ///
 /// A crashed instance's claim expires with its lease. If the store fails (Redis down), the
 /// answer is 500 so nothing is lost, unless [`Dedupe::run_handler_on_store_error`] is set:
@@ -115,6 +125,7 @@ pub type KeyFn = Arc<dyn Fn(&Notification) -> String + Send + Sync>;
 ///
 /// [`WechatPayLayer::dedupe`]: crate::WechatPayLayer::dedupe
 #[derive(Clone)]
+#[must_use]
 pub struct Dedupe {
     pub(crate) store: Arc<dyn DedupeStore>,
     pub(crate) lease: Duration,
@@ -147,7 +158,9 @@ impl Dedupe {
         }
     }
 
-    /// How long a claim lasts. Keep it longer than the handler deadline.
+    /// How long a claim lasts. It must outlast the answer deadline plus the store timeout
+    /// (checked by [`WechatPayLayer::dedupe`](crate::WechatPayLayer::dedupe)), so a claim
+    /// never expires under a handler that is still running.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
@@ -165,8 +178,14 @@ impl Dedupe {
         self
     }
 
-    /// Your own key: notifications with equal keys are one business event.
-    pub fn key(mut self, key: impl Fn(&Notification) -> String + Send + Sync + 'static) -> Self {
+    /// Your own key: notifications with equal keys are one business event, and a copy of
+    /// one already handled is acknowledged without running the handler, so make keys as
+    /// specific as the event (name the merchant). `None` runs that notification unguarded;
+    /// an empty key is refused (logged, and run unguarded).
+    pub fn key(
+        mut self,
+        key: impl Fn(&Notification) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
         self.key = Arc::new(key);
         self
     }
@@ -176,6 +195,53 @@ impl Dedupe {
     pub fn run_handler_on_store_error(mut self) -> Self {
         self.run_handler_on_store_error = true;
         self
+    }
+
+    /// Longest lease accepted: a claim that outlives a crashed instance by hours blocks
+    /// WeChat Pay's retries for as long.
+    pub const MAX_LEASE: Duration = Duration::from_secs(60 * 60);
+    /// Longest done-marker lifetime accepted (a month; WeChat Pay stops after 24 h 4 min).
+    pub const MAX_KEEP_DONE: Duration = Duration::from_secs(31 * 24 * 60 * 60);
+
+    /// Checks the durations against each other and against the layer's answer deadline.
+    pub(crate) fn validate(&self, answer_deadline: Duration) -> Result<(), ConfigError> {
+        let invalid = |setting: &'static str, reason: String| {
+            Err(ConfigError::InvalidSetting { setting, reason })
+        };
+        if self.store_timeout.is_zero() {
+            return invalid("dedupe store_timeout", "must be more than zero".into());
+        }
+        if self.lease > Self::MAX_LEASE {
+            return invalid(
+                "dedupe lease",
+                format!(
+                    "at most {} s (a crashed instance's claim blocks retries that long)",
+                    Self::MAX_LEASE.as_secs()
+                ),
+            );
+        }
+        if self.keep > Self::MAX_KEEP_DONE || self.keep < self.lease {
+            return invalid(
+                "dedupe keep_done",
+                format!(
+                    "between the lease and {} days (25 h covers WeChat Pay's retries)",
+                    Self::MAX_KEEP_DONE.as_secs() / 86_400
+                ),
+            );
+        }
+        let needed = answer_deadline.saturating_add(self.store_timeout);
+        if self.lease < needed {
+            return invalid(
+                "dedupe lease",
+                format!(
+                    "must be at least the answer deadline plus the store timeout ({} ms), or \
+                     a claim can expire under a handler that still runs and a copy runs \
+                     beside it",
+                    needed.as_millis()
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// The store operation, bounded by the store timeout.
@@ -213,23 +279,56 @@ impl fmt::Debug for Dedupe {
     }
 }
 
-/// The default key: the business event, not the delivery. Whether the envelope `id` stays
-/// the same across retries is not documented, so: event type plus `transaction_id` for
-/// payments, `combine_out_trade_no` for combine payments, `refund_id` and `refund_status`
-/// for refunds, and the envelope `id` for everything else.
-pub fn default_key(notification: &Notification) -> String {
+/// The default key: the business event, not the delivery, always naming the merchant so
+/// merchants that share one store never collide. Whether the envelope `id` stays the same
+/// across retries is not documented, so:
+///
+/// | event | key |
+/// |---|---|
+/// | payment | event type, `mchid`, `transaction_id` |
+/// | partner payment | event type, `sp_mchid`, `sub_mchid`, `transaction_id` |
+/// | combine payment | event type, `combine_mchid`, `combine_out_trade_no` |
+/// | refund, final state (`SUCCESS`, `CLOSED`) | event type, merchant, `refund_id`, state |
+/// | refund, other state (`ABNORMAL`, `PROCESSING`) | event type, merchant, `refund_id`, state, envelope `id` |
+/// | anything else, or a resource that did not match its model | event type, envelope `id` |
+///
+/// A non-final refund state is keyed by its notification too: after the abnormal-refund
+/// retry API, a second `REFUND.ABNORMAL` for the same refund is a new event and must run.
+pub fn default_key(notification: &Notification) -> Option<String> {
     let event_type = notification.event_type();
-    match notification.event() {
-        Event::Payment(payment) => format!("{event_type}:{}", payment.transaction_id),
-        Event::PartnerPayment(payment) => format!("{event_type}:{}", payment.transaction_id),
-        Event::CombinePayment(combine) => {
-            format!("{event_type}:combine:{}", combine.combine_out_trade_no)
-        }
+    let id = notification.id();
+    let unset = |value: &Option<String>| value.clone().unwrap_or_default();
+    Some(match notification.event() {
+        Event::Payment(payment) => format!(
+            "{event_type}:{}:{}",
+            unset(&payment.mchid),
+            payment.transaction_id
+        ),
+        Event::PartnerPayment(payment) => format!(
+            "{event_type}:{}:{}:{}",
+            payment.sp_mchid, payment.sub_mchid, payment.transaction_id
+        ),
+        Event::CombinePayment(combine) => format!(
+            "{event_type}:combine:{}:{}",
+            unset(&combine.combine_mchid),
+            combine.combine_out_trade_no
+        ),
         Event::Refund(refund) => {
-            format!("{event_type}:{}:{}", refund.refund_id, refund.refund_status)
+            let merchant = match &refund.sp_mchid {
+                Some(sp_mchid) => format!("{sp_mchid}:{}", unset(&refund.sub_mchid)),
+                None => unset(&refund.mchid),
+            };
+            let base = format!(
+                "{event_type}:{merchant}:{}:{}",
+                refund.refund_id, refund.refund_status
+            );
+            match refund.refund_status.as_str() {
+                "SUCCESS" | "CLOSED" => base,
+                _ => format!("{base}:id:{id}"),
+            }
         }
-        Event::Other => format!("{event_type}:id:{}", notification.id()),
-    }
+        _ => format!("{event_type}:id:{id}"),
+    })
 }
 
 /// A token unique to one claim: per-process random seeds (std's `RandomState` draws them

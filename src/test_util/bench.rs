@@ -18,7 +18,7 @@ pub fn verify(layer: &WechatPayLayer, headers: &HeaderMap, body: &[u8]) -> bool 
     layer
         .pipeline()
         .check_headers(headers)
-        .is_ok_and(|checked| verify_signature(&checked, headers, body).is_ok())
+        .is_ok_and(|checked| verify_signature(&checked, body).is_ok())
 }
 
 /// Parses the envelope (borrowing from the body). `true` if it parses.

@@ -76,7 +76,7 @@ async fn handler_4xx_and_5xx_keep_their_status_with_a_fail_body() {
         assert_eq!(answer.status, status);
         assert_eq!(answer.fail_message(), "handler failed");
         let rejection = answer.rejection.unwrap();
-        assert_eq!(rejection.kind(), RejectionKind::HandlerFailed);
+        assert_eq!(rejection.kind(), RejectionKind::HandlerRetry);
         assert_eq!(rejection.status(), status);
     }
 }
@@ -99,7 +99,7 @@ async fn handler_1xx_or_3xx_becomes_500() {
 }
 
 #[tokio::test]
-async fn handler_error_becomes_500_and_the_error_stays_inside() {
+async fn a_service_error_becomes_500_and_the_error_stays_inside() {
     let service = tower::ServiceBuilder::new().layer(test_layer()).service_fn(
         |_: Request<BufferedBody>| async {
             Err::<Response<BufferedBody>, _>(std::io::Error::other("database password=hunter2"))
@@ -108,11 +108,11 @@ async fn handler_error_becomes_500_and_the_error_stays_inside() {
     let response: Response<BufferedBody> = service.oneshot(payment_request()).await.unwrap();
     let answer = answer(response).await;
     assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(answer.fail_message(), "handler error");
+    assert_eq!(answer.fail_message(), "service error");
     assert!(!String::from_utf8_lossy(&answer.body).contains("hunter2"));
     assert_eq!(
         answer.rejection.map(|r| r.kind()),
-        Some(RejectionKind::HandlerError)
+        Some(RejectionKind::ServiceError)
     );
 }
 

@@ -116,7 +116,8 @@ async fn instance(
     let layer = TestSigner::public_key_mode()
         .layer()
         .unwrap()
-        .dedupe(RedisStore::connect(redis_url).await.unwrap());
+        .dedupe(RedisStore::connect(redis_url).await.unwrap())
+        .unwrap();
     let world = World {
         db: database(db_path).await,
         stats: Arc::clone(stats),

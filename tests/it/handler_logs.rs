@@ -17,7 +17,7 @@ use tower_wechatpay::{Handled, Notified, Retry, Transaction};
 
 async fn handler(Notified(payment): Notified<Transaction>) -> Result<Handled, Retry> {
     match payment.out_trade_no.as_str() {
-        "reject" => Ok(Handled::rejected("unknown order")),
+        "reject" => Ok(Handled::declined("unknown order")),
         _ => Err(Retry::new(std::io::Error::other(
             "connection refused by db:5432",
         ))),

@@ -74,7 +74,7 @@ async fn done_is_acknowledged() {
 async fn a_business_rejection_is_acknowledged() {
     async fn handler(Notified(payment): Notified<Transaction>) -> Result<Handled, Retry> {
         if let Err(rejection) = payment.check_amount(1) {
-            return Ok(Handled::rejected(rejection));
+            return Ok(Handled::declined(rejection));
         }
         Ok(Handled::Done)
     }
@@ -91,7 +91,7 @@ async fn question_mark_on_an_error_makes_wechat_retry() {
     let answer = send(app(handler), payment()).await;
     assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(answer.message.as_deref(), Some("handler failed"));
-    assert_eq!(answer.kind, Some(RejectionKind::HandlerFailed));
+    assert_eq!(answer.kind, Some(RejectionKind::HandlerRetry));
 }
 
 #[tokio::test]
@@ -189,7 +189,7 @@ async fn a_handler_over_the_deadline_is_cancelled_and_answered_500() {
         cancelled.load(Ordering::SeqCst),
         "the handler was cancelled"
     );
-    assert_eq!(started.elapsed(), tower_wechatpay::DEFAULT_HANDLER_DEADLINE);
+    assert_eq!(started.elapsed(), tower_wechatpay::DEFAULT_ANSWER_DEADLINE);
 }
 
 #[tokio::test(start_paused = true)]
@@ -198,9 +198,11 @@ async fn the_deadline_is_configurable_and_a_fast_handler_is_unaffected() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         Ok::<_, Retry>(Handled::Done)
     };
-    let strict = Router::new()
-        .route("/notify", post(slow))
-        .layer(test_layer().handler_deadline(Duration::from_secs(1)));
+    let strict = Router::new().route("/notify", post(slow)).layer(
+        test_layer()
+            .answer_deadline(Duration::from_secs(1))
+            .unwrap(),
+    );
     assert_eq!(
         send(strict, payment()).await.status,
         StatusCode::INTERNAL_SERVER_ERROR
@@ -268,8 +270,8 @@ async fn a_panicking_handler_over_real_http_leaves_the_server_up() {
 
 #[test]
 fn outcomes_without_axum_map_to_plain_responses() {
-    let done = tower_wechatpay::into_response(Ok(Handled::Done));
+    let done = tower_wechatpay::into_http_response(Ok(Handled::Done));
     assert_eq!(done.status(), StatusCode::OK);
-    let retry = tower_wechatpay::into_response(Err(Retry::new("db down")));
+    let retry = tower_wechatpay::into_http_response(Err(Retry::new("db down")));
     assert_eq!(retry.status(), StatusCode::INTERNAL_SERVER_ERROR);
 }

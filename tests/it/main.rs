@@ -18,6 +18,7 @@ mod key_refresh;
 mod key_ring;
 mod properties;
 mod readiness;
+mod schema_drift;
 mod secrets;
 mod shop;
 mod slow_clients;

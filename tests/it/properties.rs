@@ -104,7 +104,7 @@ proptest! {
         let outside = |now: i64, signed_at: i64| {
             let layer = layer()
                 .clock(move || now)
-                .timestamp_tolerance(Duration::from_secs(tolerance));
+                .timestamp_tolerance(Duration::from_secs(tolerance)).unwrap();
             let headers = genuine()
                 .with_header("wechatpay-timestamp", &signed_at.to_string())
                 .with_header("wechatpay-signature", "AAAA")

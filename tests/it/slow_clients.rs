@@ -95,7 +95,7 @@ async fn a_stalled_body_is_answered_408_at_the_body_timeout() {
 #[tokio::test(start_paused = true)]
 async fn a_trickling_body_cannot_keep_the_request_alive() {
     // One byte a second would take many minutes; the timeout bounds the whole body.
-    let layer = test_layer().body_timeout(Duration::from_secs(2));
+    let layer = test_layer().body_timeout(Duration::from_secs(2)).unwrap();
     let (answer, seen, elapsed) = send_slowly(Some(Duration::from_secs(1)), layer).await;
     assert_eq!(answer.status, StatusCode::REQUEST_TIMEOUT);
     assert_eq!(seen.count(), 0);

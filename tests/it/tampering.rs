@@ -286,7 +286,9 @@ async fn tolerance_is_configurable() {
         .timestamp(NOW - 61)
         .build()
         .unwrap();
-    let layer = test_layer().timestamp_tolerance(std::time::Duration::from_secs(60));
+    let layer = test_layer()
+        .timestamp_tolerance(std::time::Duration::from_secs(60))
+        .unwrap();
     let (answer, _) = send_signed(&layer, signed).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
 }
@@ -454,19 +456,10 @@ async fn genuine_envelope_that_is_not_json_is_500() {
 }
 
 #[tokio::test]
-async fn genuine_resource_that_is_not_json_or_not_the_model_is_500() {
+async fn a_genuine_resource_that_is_not_json_is_500() {
     let not_json = with_resource(|b| b.resource_text("not json"));
     assert_refused(
         not_json,
-        StatusCode::INTERNAL_SERVER_ERROR,
-        RejectionKind::MalformedResource,
-    )
-    .await;
-    let missing_amount = with_resource(|b| {
-        b.resource_text(r#"{"out_trade_no":"1","transaction_id":"2","trade_state":"SUCCESS"}"#)
-    });
-    assert_refused(
-        missing_amount,
         StatusCode::INTERNAL_SERVER_ERROR,
         RejectionKind::MalformedResource,
     )

@@ -60,6 +60,7 @@ fn vector_layer(vectors: &Value) -> WechatPayLayer {
         .timestamp_tolerance(Duration::from_secs(
             vectors["timestamp_tolerance_seconds"].as_u64().unwrap(),
         ))
+        .unwrap()
         .clock(move || now)
 }
 

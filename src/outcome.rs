@@ -227,7 +227,7 @@ mod tests {
     }
 
     #[test]
-    fn question_mark_on_boxed_and_string_errors_is_a_retry() {
+    fn question_mark_on_boxed_anyhow_and_string_errors_is_a_retry() {
         fn boxed() -> Result<Handled, Retry> {
             let result: Result<(), Box<dyn std::error::Error + Send + Sync>> =
                 Err("database unreachable".into());
@@ -238,8 +238,14 @@ mod tests {
             Err(String::from("queue full"))?;
             Ok(Handled::Done)
         }
+        fn with_anyhow() -> Result<Handled, Retry> {
+            let result: anyhow::Result<()> = Err(anyhow::anyhow!("redis timed out"));
+            result?;
+            Ok(Handled::Done)
+        }
         let retry = boxed().unwrap_err();
         assert_eq!(retry.to_string(), "database unreachable");
+        assert_eq!(with_anyhow().unwrap_err().to_string(), "redis timed out");
         assert_eq!(text().unwrap_err().to_string(), "queue full");
     }
 

@@ -4,8 +4,11 @@ mod support;
 
 mod answers;
 mod axum_extractor;
+mod config;
+mod deadline;
 mod debug_redaction;
 mod dedupe;
+mod dedupe_keys;
 mod dedupe_storm;
 mod events;
 mod fuzz_corpus;
@@ -22,5 +25,6 @@ mod schema_drift;
 mod secrets;
 mod shop;
 mod slow_clients;
+mod stranger_logs;
 mod tampering;
 mod vectors;

@@ -104,6 +104,7 @@ mod key_ring;
 mod layer;
 mod notification;
 mod outcome;
+mod pem;
 mod pipeline;
 mod refresh;
 mod reply;

@@ -192,9 +192,13 @@ impl KeyRing {
 
     /// [`add_certificate`](Self::add_certificate) with an explicit `now` (Unix seconds).
     pub(crate) fn add_certificate_at(&self, pem: &[u8], now: i64) -> Result<String, ConfigError> {
-        let mut serials = self.add_certificates_at(pem, now)?;
-        // `add_certificates_at` never succeeds with no certificate.
-        Ok(serials.swap_remove(0))
+        // `add_certificates_at` never succeeds with no certificate; no panic if it did.
+        self.add_certificates_at(pem, now)?
+            .into_iter()
+            .next()
+            .ok_or(ConfigError::InvalidPem {
+                reason: "no -----BEGIN line found",
+            })
     }
 
     /// Adds every platform certificate in a PEM file (one or more `CERTIFICATE` blocks)

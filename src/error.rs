@@ -11,13 +11,19 @@ use http::StatusCode;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The APIv3 key is not 32 bytes (a trailing newline from a file is the usual cause).
+    /// The APIv3 key is not 32 bytes once surrounding whitespace (such as the trailing
+    /// newline of a file) is trimmed.
     ApiV3KeyLength {
         /// The length that was given.
         len: usize,
     },
-    /// The text is not PEM at all.
-    InvalidPem,
+    /// The text is not a PEM document that can be read. Line length, CRLF line endings,
+    /// base64 on one line and text around the block are all accepted; this is for what is
+    /// left, e.g. a missing `-----END` line.
+    InvalidPem {
+        /// What is wrong, e.g. `the -----END label does not match the -----BEGIN label`.
+        reason: &'static str,
+    },
     /// The PEM holds something else than was asked for, e.g. a certificate given as a
     /// public key, or a private key.
     UnexpectedPem {
@@ -29,13 +35,43 @@ pub enum ConfigError {
     /// A public key id that does not start with `PUB_KEY_ID_`: WeChat Pay sends the whole
     /// id, prefix included, in `Wechatpay-Serial`.
     PublicKeyIdFormat,
-    /// The DER inside the PEM is not an RSA public key of 2048 bits or more.
+    /// The DER inside the PEM is not an RSA public key.
     InvalidPublicKey,
+    /// An RSA key of fewer than 2048 bits. WeChat Pay signs with RSA-2048
+    /// (`WECHATPAY2-SHA256-RSA2048`), so a smaller key is not one of its keys, and would
+    /// be too weak to trust anyway. Both crypto backends refuse it.
+    PublicKeyTooSmall {
+        /// The key's modulus size in bits.
+        bits: usize,
+    },
     /// The certificate could not be parsed as X.509.
     InvalidCertificate,
+    /// The platform certificate's validity ended before now: WeChat Pay no longer signs
+    /// with it.
+    CertificateExpired {
+        /// The certificate's serial, upper-case hex.
+        serial: String,
+        /// Its `notAfter`, as Unix seconds.
+        not_after: i64,
+    },
+    /// The certificate is the merchant's own API certificate (`apiclient_cert.pem`, 商户API证书),
+    /// issued to the merchant id, not a WeChat Pay platform certificate. Notifications are
+    /// never signed with it.
+    MerchantCertificate {
+        /// The certificate's serial, upper-case hex.
+        serial: String,
+        /// The subject's common name (the merchant id, for a merchant API certificate).
+        subject: String,
+    },
     /// A private key for the test signer could not be parsed.
     #[cfg(feature = "test-util")]
     InvalidPrivateKey,
+    /// The test signer could not build the notification it was asked for.
+    #[cfg(feature = "test-util")]
+    TestNotification {
+        /// What is wrong, e.g. a resource nonce that is not 12 bytes.
+        reason: &'static str,
+    },
     /// A setting out of its range, or at odds with another setting.
     InvalidSetting {
         /// Which setting, e.g. `"dedupe lease"`.
@@ -50,9 +86,10 @@ impl fmt::Display for ConfigError {
         match self {
             Self::ApiV3KeyLength { len } => write!(
                 f,
-                "the apiv3 key must be exactly 32 bytes, got {len} (trim a trailing newline?)"
+                "the apiv3 key must be exactly 32 bytes (surrounding whitespace is ignored), \
+                 got {len}"
             ),
-            Self::InvalidPem => f.write_str("not a pem document"),
+            Self::InvalidPem { reason } => write!(f, "not a usable pem document: {reason}"),
             Self::UnexpectedPem { found, expected } => {
                 write!(f, "expected a pem {expected}, found a {found}")?;
                 match found.as_str() {
@@ -70,10 +107,32 @@ impl fmt::Display for ConfigError {
             Self::PublicKeyIdFormat => f.write_str(
                 "a wechat pay public key id starts with PUB_KEY_ID_ (configure the whole id)",
             ),
-            Self::InvalidPublicKey => f.write_str("not an rsa public key of at least 2048 bits"),
+            Self::InvalidPublicKey => f.write_str("not an rsa public key"),
+            Self::PublicKeyTooSmall { bits } => write!(
+                f,
+                "the rsa key has {bits} bits; wechat pay signs with rsa-2048, so keys under \
+                 2048 bits are refused (is this the right file?)"
+            ),
             Self::InvalidCertificate => f.write_str("not a valid x.509 certificate"),
+            Self::CertificateExpired { serial, not_after } => write!(
+                f,
+                "platform certificate {serial} expired at {}: download the current platform \
+                 certificate, or use wechat pay public key mode",
+                crate::key_ring::utc(*not_after)
+            ),
+            Self::MerchantCertificate { serial, subject } => write!(
+                f,
+                "certificate {serial} (subject CN={subject}) looks like the merchant's own api \
+                 certificate (apiclient_cert.pem), not wechat pay's platform certificate: add \
+                 the platform certificate (from GET /v3/certificates) or the wechat pay public \
+                 key (PUB_KEY_ID_…) instead"
+            ),
             #[cfg(feature = "test-util")]
             Self::InvalidPrivateKey => f.write_str("not a pkcs#8 rsa private key"),
+            #[cfg(feature = "test-util")]
+            Self::TestNotification { reason } => {
+                write!(f, "cannot build the test notification: {reason}")
+            }
             Self::InvalidSetting { setting, reason } => write!(f, "{setting}: {reason}"),
         }
     }
@@ -104,6 +163,9 @@ pub enum RejectionKind {
     TimestampOutOfWindow,
     /// No configured key has the `Wechatpay-Serial` (401).
     UnknownSerial,
+    /// The platform certificate named by `Wechatpay-Serial` is expired or not yet valid
+    /// by the layer's clock (401): WeChat Pay does not sign with it.
+    CertificateNotValid,
     /// The signature does not verify (401).
     InvalidSignature,
     /// WeChat Pay's deliberate `WECHATPAY/SIGNTEST/` probe (401), refused like any bad signature.
@@ -152,6 +214,7 @@ impl RejectionKind {
             | Self::UnsupportedSignatureType => StatusCode::BAD_REQUEST,
             Self::TimestampOutOfWindow
             | Self::UnknownSerial
+            | Self::CertificateNotValid
             | Self::InvalidSignature
             | Self::SignatureProbe => StatusCode::UNAUTHORIZED,
             Self::MalformedEnvelope

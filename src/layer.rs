@@ -67,10 +67,24 @@ impl WechatPayLayer {
     /// A layer that decrypts with this APIv3 key (the 32-character key set in the merchant
     /// platform; its bytes are the AES-256 key) and has no verification keys yet.
     ///
+    /// Surrounding ASCII whitespace is trimmed first, so a key read from a file with its
+    /// trailing newline works:
+    ///
+    /// ```
+    /// use tower_wechatpay::WechatPayLayer;
+    /// # use tower_wechatpay::test_util::TEST_APIV3_KEY;
+    ///
+    /// # fn main() -> Result<(), tower_wechatpay::ConfigError> {
+    /// let from_file = format!("{TEST_APIV3_KEY}\n"); // e.g. std::fs::read("apiv3_key.txt")?
+    /// let layer = WechatPayLayer::new(from_file)?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
-    /// [`ConfigError::ApiV3KeyLength`] unless the key is exactly 32 bytes.
+    /// [`ConfigError::ApiV3KeyLength`] unless the trimmed key is exactly 32 bytes.
     pub fn new(api_v3_key: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
-        let given = api_v3_key.as_ref();
+        // A sub-slice of the caller's bytes: trimming copies nothing that would need wiping.
+        let given = api_v3_key.as_ref().trim_ascii();
         let mut key: [u8; 32] = given
             .try_into()
             .map_err(|_| ConfigError::ApiV3KeyLength { len: given.len() })?;
@@ -110,6 +124,15 @@ impl WechatPayLayer {
     /// As [`KeyRing::add_certificate`].
     pub fn add_certificate(self, pem: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
         self.pipeline.keys.add_certificate(pem)?;
+        Ok(self)
+    }
+
+    /// Adds every platform certificate in a PEM file; see [`KeyRing::add_certificates`].
+    ///
+    /// # Errors
+    /// As [`KeyRing::add_certificates`].
+    pub fn add_certificates(self, pem: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
+        self.pipeline.keys.add_certificates(pem)?;
         Ok(self)
     }
 

@@ -131,6 +131,7 @@ mod layer;
 mod log;
 mod notification;
 mod outcome;
+mod pem;
 mod pipeline;
 mod refresh;
 mod reply;

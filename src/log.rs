@@ -19,12 +19,13 @@ pub(crate) enum Noise {
     Stale,
     Probe,
     UnknownSerial,
+    KeyNotValid,
     BadSignature,
     SlowBody,
     UnreadableBody,
 }
 
-const KINDS: usize = 9;
+const KINDS: usize = 10;
 
 impl Noise {
     fn index(self) -> usize {

@@ -18,7 +18,7 @@ use crate::decrypt::{decrypt_resource, parse_envelope};
 use crate::dedupe::Dedupe;
 use crate::error::{Rejection, RejectionKind};
 use crate::event::{Event, EventKind, ModelError};
-use crate::key_ring::KeyRing;
+use crate::key_ring::{KeyRing, KeyValidity};
 use crate::log::{Noise, NoiseLimiter};
 use crate::notification::{Fields, Notification};
 use crate::outcome::{Declined, Retry};
@@ -174,6 +174,30 @@ impl Pipeline {
                     );
                 }
                 Rejection::new(RejectionKind::UnknownSerial, "unknown wechatpay-serial")
+            }
+            HeaderProblem::KeyNotValid { serial, validity } => {
+                if let Some(left_out) = self.noise.allow(Noise::KeyNotValid) {
+                    let (state, at) = match validity {
+                        KeyValidity::Expired { not_after } => ("expired", not_after),
+                        KeyValidity::NotYetValid { not_before } => {
+                            ("is not valid before", not_before)
+                        }
+                    };
+                    tracing::error!(
+                        left_out,
+                        serial = %serial,
+                        now = (self.clock)(),
+                        "refused a notification signed with platform certificate {serial}, \
+                         which {state} {}: download the current platform certificate (or move \
+                         to WeChat Pay public key mode); if it should be valid, check this \
+                         server's clock",
+                        crate::key_ring::utc(at)
+                    );
+                }
+                Rejection::new(
+                    RejectionKind::CertificateNotValid,
+                    "platform certificate not valid",
+                )
             }
         }
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::backend::signed_message_parts;
 use crate::error::{Rejection, RejectionKind};
-use crate::key_ring::{KeyRing, PlatformKey};
+use crate::key_ring::{KeyRing, KeyValidity, PlatformKey};
 
 // Header names, pre-parsed (`http` matches names case-insensitively; a `&str` name would be
 // parsed again on every lookup).
@@ -49,6 +49,11 @@ pub(crate) enum HeaderProblem {
     Probe { known_serial: bool },
     /// No key has this serial (every other check passed).
     UnknownSerial { serial: String, hint: &'static str },
+    /// The platform certificate for this serial is outside its validity, by our clock.
+    KeyNotValid {
+        serial: String,
+        validity: KeyValidity,
+    },
 }
 
 /// Reads and checks the declared length and every `Wechatpay-*` header: signature type,
@@ -113,6 +118,12 @@ pub(crate) fn check_headers(
             hint: keys.unknown_serial_hint(serial),
         });
     };
+    if let Some(validity) = key.validity_problem(now) {
+        return Err(HeaderProblem::KeyNotValid {
+            serial: serial.to_owned(),
+            validity,
+        });
+    }
     Ok(CheckedHeaders {
         key,
         signature,

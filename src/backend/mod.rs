@@ -3,6 +3,10 @@
 //! Everything above this module sees only [`VerifyingKey`] and [`ResourceCipher`]; keys
 //! are parsed once, here, when they are added, never per request.
 
+use x509_cert::der::asn1::{ObjectIdentifier, UintRef};
+use x509_cert::der::{Decode, Reader, SliceReader};
+use x509_cert::spki::SubjectPublicKeyInfoRef;
+
 #[cfg(all(feature = "aws-lc-rs", feature = "rustcrypto"))]
 compile_error!(
     "tower-wechatpay: enable exactly one crypto backend. `rustcrypto` needs \
@@ -58,3 +62,93 @@ pub(crate) fn signed_message_parts<'a>(
 /// must not become an oracle, and the layer reports its own reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CryptoError;
+
+/// The smallest RSA modulus accepted, in bits: WeChat Pay signs with RSA-2048.
+pub(crate) const MIN_RSA_BITS: usize = 2048;
+
+/// `rsaEncryption`, the algorithm of an RSA SubjectPublicKeyInfo.
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+
+/// Why a public key was refused when it was added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyProblem {
+    /// Not an RSA public key the backend can use.
+    NotRsa,
+    /// An RSA key under [`MIN_RSA_BITS`].
+    TooSmall { bits: usize },
+}
+
+/// Parses an RSA public key (SubjectPublicKeyInfo or PKCS#1 `RSAPublicKey` DER) of at
+/// least [`MIN_RSA_BITS`]. The size is checked here, the same way for every backend: left
+/// to them, aws-lc-rs refuses a 1024-bit key and RustCrypto takes it.
+pub(crate) fn parse_public_key(der: &[u8]) -> Result<VerifyingKey, KeyProblem> {
+    let bits = rsa_modulus_bits(der).ok_or(KeyProblem::NotRsa)?;
+    if bits < MIN_RSA_BITS {
+        return Err(KeyProblem::TooSmall { bits });
+    }
+    VerifyingKey::from_der(der).map_err(|_| KeyProblem::NotRsa)
+}
+
+/// The modulus size of an RSA public key in SPKI or PKCS#1 DER; `None` if it is neither.
+fn rsa_modulus_bits(der: &[u8]) -> Option<usize> {
+    let pkcs1 = match SubjectPublicKeyInfoRef::from_der(der) {
+        Ok(spki) if spki.algorithm.oid == RSA_ENCRYPTION => spki.subject_public_key.as_bytes()?,
+        Ok(_) => return None,
+        Err(_) => der,
+    };
+    let mut reader = SliceReader::new(pkcs1).ok()?;
+    let modulus = reader
+        .sequence(|fields| {
+            let modulus = UintRef::decode(fields)?;
+            UintRef::decode(fields)?; // publicExponent
+            Ok::<_, x509_cert::der::Error>(modulus)
+        })
+        .ok()?;
+    reader.finish().ok()?;
+    // `as_bytes` has no leading zero bytes.
+    let bytes = modulus.as_bytes();
+    let first = *bytes.first()?;
+    Some((bytes.len() - 1) * 8 + (8 - first.leading_zeros() as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn der(pem: &str) -> Vec<u8> {
+        let blocks = crate::pem::parse_all(pem.as_bytes()).unwrap();
+        blocks[0].der.to_vec()
+    }
+
+    #[test]
+    fn the_modulus_size_is_read_from_spki_and_pkcs1() {
+        let spki = der(include_str!("../test_util/keys/public_key_mode.pub.pem"));
+        assert_eq!(rsa_modulus_bits(&spki), Some(2048));
+        let pkcs1 = der(include_str!("../../tests/keys/public_key_mode.pkcs1.pem"));
+        assert_eq!(rsa_modulus_bits(&pkcs1), Some(2048));
+        let small = der(include_str!("../../tests/keys/rsa1024.pub.pem"));
+        assert_eq!(rsa_modulus_bits(&small), Some(1024));
+    }
+
+    #[test]
+    fn keys_under_2048_bits_are_refused_by_every_backend() {
+        let small = der(include_str!("../../tests/keys/rsa1024.pub.pem"));
+        assert!(matches!(
+            parse_public_key(&small),
+            Err(KeyProblem::TooSmall { bits: 1024 })
+        ));
+        let spki = der(include_str!("../test_util/keys/public_key_mode.pub.pem"));
+        assert!(parse_public_key(&spki).is_ok());
+    }
+
+    #[test]
+    fn what_is_not_an_rsa_key_has_no_modulus() {
+        assert_eq!(rsa_modulus_bits(&[]), None);
+        assert_eq!(rsa_modulus_bits(&[0x30, 0x00]), None);
+        assert_eq!(rsa_modulus_bits(b"garbage"), None);
+        assert!(matches!(
+            parse_public_key(b"garbage"),
+            Err(KeyProblem::NotRsa)
+        ));
+    }
+}

@@ -29,9 +29,8 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use serde_json::{Value, json};
-use x509_cert::der::pem;
 
-use crate::backend::{ResourceCipher, SigningKey, signed_message_parts};
+use crate::backend::{NONCE_LEN, ResourceCipher, SigningKey, signed_message_parts};
 use crate::body::BufferedBody;
 use crate::error::ConfigError;
 use crate::layer::WechatPayLayer;
@@ -76,15 +75,20 @@ impl TestSigner {
         serial: &str,
         api_v3_key: impl AsRef<[u8]>,
     ) -> Result<Self, ConfigError> {
-        let (label, der) = pem::decode_vec(private_key_pem.trim().as_bytes())
-            .map_err(|_| ConfigError::InvalidPem)?;
-        if label != "PRIVATE KEY" {
+        let mut blocks = crate::pem::parse_all(private_key_pem.as_bytes())?.into_iter();
+        let (Some(block), None) = (blocks.next(), blocks.next()) else {
+            return Err(ConfigError::InvalidPem {
+                reason: "more than one pem block where one key was expected",
+            });
+        };
+        if block.label != "PRIVATE KEY" {
             return Err(ConfigError::UnexpectedPem {
-                found: label.to_owned(),
+                found: block.label.clone(),
                 expected: "pkcs#8 private key",
             });
         }
-        let key = SigningKey::from_pkcs8_der(&der).map_err(|_| ConfigError::InvalidPrivateKey)?;
+        let key =
+            SigningKey::from_pkcs8_der(&block.der).map_err(|_| ConfigError::InvalidPrivateKey)?;
         Ok(Self {
             key,
             serial: serial.to_owned(),
@@ -259,8 +263,9 @@ impl NotificationBuilder<'_> {
     /// Encrypts, builds the envelope and signs it.
     ///
     /// # Errors
-    /// If [`encrypted_with`](Self::encrypted_with) was given a key that is not 32 bytes,
-    /// or the resource nonce is not 12 bytes.
+    /// [`ConfigError::ApiV3KeyLength`] if [`encrypted_with`](Self::encrypted_with) was
+    /// given a key that is not 32 bytes, [`ConfigError::TestNotification`] if the resource
+    /// nonce is not 12 bytes.
     pub fn build(self) -> Result<SignedNotification, ConfigError> {
         let other;
         let cipher = match &self.other_api_v3_key {
@@ -270,6 +275,11 @@ impl NotificationBuilder<'_> {
             }
             None => &self.signer.cipher,
         };
+        if self.resource_nonce.len() != NONCE_LEN {
+            return Err(ConfigError::TestNotification {
+                reason: "resource.nonce must be 12 bytes, the aes-256-gcm nonce length",
+            });
+        }
         let mut ciphertext = self.resource.into_bytes();
         cipher
             .seal(
@@ -280,7 +290,9 @@ impl NotificationBuilder<'_> {
                     .as_bytes(),
                 &mut ciphertext,
             )
-            .map_err(|_| ConfigError::InvalidPem)?;
+            .map_err(|_| ConfigError::TestNotification {
+                reason: "aes-256-gcm refused to encrypt the resource",
+            })?;
         let mut resource = json!({
             "original_type": self.original_type,
             "algorithm": self.algorithm,
@@ -490,4 +502,35 @@ pub fn sample_refund() -> Value {
         "user_received_account": "支付用户零钱",
         "amount": { "total": 990, "refund": 990, "payer_total": 990, "payer_refund": 990 }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resource_nonce_of_the_wrong_length_is_reported_as_such() {
+        let signer = TestSigner::public_key_mode();
+        let error = signer
+            .notification("TRANSACTION.SUCCESS", &sample_payment())
+            .resource_nonce("short")
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(error, ConfigError::TestNotification { .. }),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("12 bytes"), "{error}");
+    }
+
+    #[test]
+    fn a_signer_key_that_is_not_pem_says_why() {
+        let error = TestSigner::new("MIIB", "serial", TEST_APIV3_KEY).unwrap_err();
+        assert_eq!(
+            error,
+            ConfigError::InvalidPem {
+                reason: "no -----BEGIN line found"
+            }
+        );
+    }
 }

@@ -11,6 +11,19 @@ use tower_wechatpay::test_util::{
 };
 use tower_wechatpay::{ConfigError, KeyRing, RejectionKind, WechatPayLayer};
 
+const PLATFORM_CERT_A: &str = include_str!("../vectors/keys/platform_cert_a.pem");
+const PLATFORM_CERT_A_SERIAL: &str = "6215B8B8902A174F11FA2AC0079DD25A49FE85B0";
+const PLATFORM_CERT_B: &str = include_str!("../vectors/keys/platform_cert_b.pem");
+const PLATFORM_CERT_B_SERIAL: &str = "653C4E59D8B9B45C1B98FBE466809A111BA1192E";
+const VECTORS_PUBLIC_KEY: &str = include_str!("../vectors/keys/wechatpay_public_key.pem");
+const RSA1024_PUBLIC_KEY: &str = include_str!("../keys/rsa1024.pub.pem");
+const RSA1024_CERTIFICATE: &str = include_str!("../keys/rsa1024.cert.pem");
+const EXPIRED_CERTIFICATE: &str = include_str!("../keys/expired.cert.pem");
+const NOT_YET_VALID_CERTIFICATE: &str = include_str!("../keys/not_yet_valid.cert.pem");
+const MERCHANT_API_CERTIFICATE: &str = include_str!("../keys/merchant_api.cert.pem");
+const MERCHANT_API_CERTIFICATE_BY_ORG: &str = include_str!("../keys/merchant_api_org.cert.pem");
+const PRIVATE_KEY: &str = include_str!("../../src/test_util/keys/stranger.key.pem");
+
 fn signed_by(signer: &TestSigner) -> tower_wechatpay::test_util::SignedNotification {
     signer
         .notification("TRANSACTION.SUCCESS", &sample_payment())
@@ -69,12 +82,39 @@ fn the_certificate_serial_is_read_from_the_certificate() {
 #[test]
 fn the_apiv3_key_must_be_32_bytes() {
     assert_eq!(
-        WechatPayLayer::new(format!("{TEST_APIV3_KEY}\n")).unwrap_err(),
+        WechatPayLayer::new("short").unwrap_err(),
+        ConfigError::ApiV3KeyLength { len: 5 }
+    );
+    assert_eq!(
+        WechatPayLayer::new(format!("{TEST_APIV3_KEY}x")).unwrap_err(),
         ConfigError::ApiV3KeyLength { len: 33 }
     );
-    assert!(WechatPayLayer::new("short").is_err());
     let message = WechatPayLayer::new("short").unwrap_err().to_string();
     assert!(message.contains("32 bytes"), "{message}");
+}
+
+#[tokio::test]
+async fn an_apiv3_key_read_from_a_file_works_with_its_trailing_newline() {
+    for from_file in [
+        format!("{TEST_APIV3_KEY}\n"),
+        format!("{TEST_APIV3_KEY}\r\n"),
+        format!("  {TEST_APIV3_KEY}\t\n\n"),
+    ] {
+        let layer = WechatPayLayer::new(from_file.as_bytes())
+            .unwrap()
+            .add_public_key(TEST_PUBLIC_KEY_ID, TEST_PUBLIC_KEY_PEM)
+            .unwrap()
+            .clock(|| NOW);
+        // It decrypts: the trimmed key is the key.
+        let (answer, _) = send_signed(&layer, signed_by(&TestSigner::public_key_mode())).await;
+        assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    }
+    // Whitespace inside the key is not trimmed.
+    let (head, tail) = TEST_APIV3_KEY.split_at(16);
+    assert_eq!(
+        WechatPayLayer::new(format!("{head} {tail}")).unwrap_err(),
+        ConfigError::ApiV3KeyLength { len: 33 }
+    );
 }
 
 #[test]
@@ -117,7 +157,9 @@ fn garbage_is_not_a_key() {
     let keys = KeyRing::new();
     assert_eq!(
         keys.add_public_key(TEST_PUBLIC_KEY_ID, "not a pem"),
-        Err(ConfigError::InvalidPem)
+        Err(ConfigError::InvalidPem {
+            reason: "no -----BEGIN line found"
+        })
     );
     let not_rsa = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
     assert_eq!(
@@ -150,4 +192,278 @@ async fn a_pkcs1_public_key_verifies_like_the_spki_one() {
         .clock(|| NOW);
     let (answer, _) = send_signed(&layer, signed_by(&TestSigner::public_key_mode())).await;
     assert_eq!(answer.status, StatusCode::NO_CONTENT);
+}
+
+#[test]
+fn rsa_keys_under_2048_bits_are_refused_under_every_backend() {
+    let keys = KeyRing::new();
+    let error = keys
+        .add_public_key(TEST_PUBLIC_KEY_ID, RSA1024_PUBLIC_KEY)
+        .unwrap_err();
+    assert_eq!(error, ConfigError::PublicKeyTooSmall { bits: 1024 });
+    assert!(error.to_string().contains("2048"), "{error}");
+    assert_eq!(
+        keys.add_certificate(RSA1024_CERTIFICATE),
+        Err(ConfigError::PublicKeyTooSmall { bits: 1024 })
+    );
+    assert!(keys.is_empty());
+
+    // 2048-bit keys, in both forms, still go in.
+    keys.add_public_key(TEST_PUBLIC_KEY_ID, TEST_PUBLIC_KEY_PEM)
+        .unwrap();
+    keys.add_certificate(TEST_CERTIFICATE_PEM).unwrap();
+    assert_eq!(keys.len(), 2);
+}
+
+#[test]
+fn an_expired_platform_certificate_is_refused_with_the_way_out() {
+    let keys = KeyRing::new();
+    let error = keys.add_certificate(EXPIRED_CERTIFICATE).unwrap_err();
+    assert_eq!(
+        error,
+        ConfigError::CertificateExpired {
+            serial: "E0F1A2B3C".to_owned(),
+            not_after: 1_609_459_200, // 2021-01-01T00:00:00Z
+        }
+    );
+    let message = error.to_string();
+    assert!(message.contains("2021-01-01T00:00:00Z"), "{message}");
+    assert!(
+        message.contains("download the current platform certificate"),
+        "{message}"
+    );
+    assert!(message.contains("public key mode"), "{message}");
+    assert!(keys.is_empty());
+}
+
+#[test]
+fn a_platform_certificate_not_yet_valid_is_accepted_with_a_warning() {
+    let (_guard, captured) = support::capture_logs();
+    let keys = KeyRing::new();
+    let serial = keys.add_certificate(NOT_YET_VALID_CERTIFICATE).unwrap();
+    assert_eq!(serial, "F0F1A2B3C");
+    assert!(keys.contains(&serial));
+    let logs = captured.text();
+    assert!(logs.contains("WARN"), "{logs}");
+    assert!(logs.contains("F0F1A2B3C"), "{logs}");
+    assert!(logs.contains("2090-01-01T00:00:00Z"), "{logs}");
+}
+
+#[test]
+fn the_merchant_api_certificate_is_refused_as_such() {
+    let keys = KeyRing::new();
+    let error = keys.add_certificate(MERCHANT_API_CERTIFICATE).unwrap_err();
+    assert_eq!(
+        error,
+        ConfigError::MerchantCertificate {
+            serial: "5CA275DC7B".to_owned(),
+            subject: "1900012345".to_owned(),
+        }
+    );
+    let message = error.to_string();
+    assert!(message.contains("apiclient_cert.pem"), "{message}");
+    assert!(
+        message.contains("not wechat pay's platform certificate"),
+        "{message}"
+    );
+    assert!(message.contains("PUB_KEY_ID_"), "{message}");
+
+    // Recognized by its organization too, whatever its common name.
+    assert!(matches!(
+        keys.add_certificate(MERCHANT_API_CERTIFICATE_BY_ORG),
+        Err(ConfigError::MerchantCertificate { .. })
+    ));
+    // Platform certificates issued to Tenpay are not mistaken for it.
+    keys.add_certificate(PLATFORM_CERT_A).unwrap();
+    assert_eq!(keys.serials(), [PLATFORM_CERT_A_SERIAL]);
+}
+
+#[test]
+fn a_private_key_given_as_a_certificate_is_refused_without_being_quoted() {
+    let keys = KeyRing::new();
+    let error = keys.add_certificate(PRIVATE_KEY).unwrap_err();
+    assert!(matches!(&error, ConfigError::UnexpectedPem { found, .. } if found == "PRIVATE KEY"));
+    assert!(
+        error.to_string().contains("never configure a private key"),
+        "{error}"
+    );
+    assert!(!format!("{error:?}{error}").contains("MII"));
+    // Not even after a certificate in the same file.
+    let bundle = format!("{TEST_CERTIFICATE_PEM}{PRIVATE_KEY}");
+    assert!(matches!(
+        keys.add_certificates(bundle),
+        Err(ConfigError::UnexpectedPem { .. })
+    ));
+    assert!(keys.is_empty());
+}
+
+/// The base64 of a PEM file, on one line.
+fn base64_of(pem: &str) -> String {
+    pem.lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect::<String>()
+}
+
+fn label_of(pem: &str) -> &str {
+    pem.lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("-----BEGIN ")
+        .trim_end_matches("-----")
+}
+
+/// The PEM shapes merchants really have, made from a strict RFC 7468 PEM.
+fn pem_variants(pem: &str) -> Vec<(&'static str, String)> {
+    let label = label_of(pem);
+    let base64 = base64_of(pem);
+    let wrapped_76 = base64
+        .as_bytes()
+        .chunks(76)
+        .map(|line| std::str::from_utf8(line).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    vec![
+        (
+            "76-column lines",
+            format!("-----BEGIN {label}-----\n{wrapped_76}\n-----END {label}-----\n"),
+        ),
+        ("CRLF line endings", pem.replace('\n', "\r\n")),
+        (
+            "the base64 on one line",
+            format!("-----BEGIN {label}-----\n{base64}\n-----END {label}-----\n"),
+        ),
+        (
+            "everything on one line",
+            format!("-----BEGIN {label}-----{base64}-----END {label}-----"),
+        ),
+        ("surrounding whitespace", format!("\n\n  \t{pem}\n \n\n")),
+        (
+            "text before the BEGIN line",
+            format!("subject=C = CN, O = Tenpay.com\nissuer=C = CN\n{pem}"),
+        ),
+        ("no final newline", pem.trim_end().to_owned()),
+    ]
+}
+
+#[test]
+fn certificates_in_every_real_pem_shape_are_accepted() {
+    for (pem, serial) in [
+        (TEST_CERTIFICATE_PEM, TEST_CERTIFICATE_SERIAL),
+        (PLATFORM_CERT_A, PLATFORM_CERT_A_SERIAL),
+    ] {
+        for (shape, variant) in pem_variants(pem) {
+            let keys = KeyRing::new();
+            let added = keys.add_certificate(&variant);
+            assert_eq!(added.as_deref(), Ok(serial), "{shape}");
+        }
+    }
+}
+
+#[test]
+fn public_keys_in_every_real_pem_shape_are_accepted() {
+    for pem in [TEST_PUBLIC_KEY_PEM, VECTORS_PUBLIC_KEY] {
+        for (shape, variant) in pem_variants(pem) {
+            let keys = KeyRing::new();
+            let added = keys.add_public_key(TEST_PUBLIC_KEY_ID, &variant);
+            assert_eq!(added, Ok(()), "{shape}");
+        }
+    }
+}
+
+#[test]
+fn a_broken_pem_says_what_is_wrong() {
+    let keys = KeyRing::new();
+    let body = base64_of(TEST_CERTIFICATE_PEM);
+    let mismatched = format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END PUBLIC KEY-----\n");
+    let error = keys.add_certificate(&mismatched).unwrap_err();
+    assert_eq!(
+        error,
+        ConfigError::InvalidPem {
+            reason: "the -----END label does not match the -----BEGIN label"
+        }
+    );
+    assert!(error.to_string().contains("does not match"), "{error}");
+
+    let truncated = TEST_CERTIFICATE_PEM.replace("-----END CERTIFICATE-----", "");
+    assert_eq!(
+        keys.add_certificate(&truncated),
+        Err(ConfigError::InvalidPem {
+            reason: "a -----BEGIN line without its -----END line"
+        })
+    );
+    let mangled = TEST_CERTIFICATE_PEM.replacen("MII", "MI*", 1);
+    assert!(matches!(
+        keys.add_certificate(&mangled),
+        Err(ConfigError::InvalidPem { .. })
+    ));
+    let two_keys = format!("{TEST_PUBLIC_KEY_PEM}{VECTORS_PUBLIC_KEY}");
+    assert!(matches!(
+        keys.add_public_key(TEST_PUBLIC_KEY_ID, &two_keys),
+        Err(ConfigError::InvalidPem { .. })
+    ));
+    assert!(keys.is_empty());
+}
+
+#[test]
+fn a_file_of_several_certificates_adds_them_all() {
+    let bundle = format!("{PLATFORM_CERT_A}\n{PLATFORM_CERT_B}");
+    let keys = KeyRing::new();
+    assert_eq!(
+        keys.add_certificates(&bundle).unwrap(),
+        [PLATFORM_CERT_A_SERIAL, PLATFORM_CERT_B_SERIAL]
+    );
+    assert_eq!(keys.len(), 2);
+
+    // add_certificate takes the same file and returns the first serial.
+    let keys = KeyRing::new();
+    assert_eq!(
+        keys.add_certificate(&bundle).unwrap(),
+        PLATFORM_CERT_A_SERIAL
+    );
+    assert!(keys.contains(PLATFORM_CERT_A_SERIAL) && keys.contains(PLATFORM_CERT_B_SERIAL));
+
+    // And so does the layer.
+    let layer = WechatPayLayer::new(TEST_APIV3_KEY)
+        .unwrap()
+        .add_certificates(&bundle)
+        .unwrap();
+    assert_eq!(layer.keys().len(), 2);
+}
+
+#[test]
+fn a_file_with_one_bad_certificate_adds_none() {
+    for bad in [
+        EXPIRED_CERTIFICATE,
+        MERCHANT_API_CERTIFICATE,
+        RSA1024_CERTIFICATE,
+    ] {
+        let keys = KeyRing::new();
+        let bundle = format!("{PLATFORM_CERT_A}{PLATFORM_CERT_B}{bad}");
+        assert!(keys.add_certificates(&bundle).is_err());
+        assert!(keys.add_certificate(&bundle).is_err());
+        assert!(keys.is_empty(), "{:?}", keys.serials());
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_past_its_validity_by_the_layers_clock_does_not_verify() {
+    // The test certificate is valid 2025-01-01 to 2036-01-01.
+    for now in [1_700_000_000_i64, 2_100_000_000] {
+        let layer = TestSigner::certificate_mode()
+            .layer()
+            .unwrap()
+            .clock(move || now);
+        let signed = TestSigner::certificate_mode()
+            .notification("TRANSACTION.SUCCESS", &sample_payment())
+            .timestamp(now)
+            .build()
+            .unwrap();
+        let (answer, seen) = send_signed(&layer, signed).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            answer.rejection.map(|r| r.kind()),
+            Some(RejectionKind::CertificateNotValid)
+        );
+        assert_eq!(seen.count(), 0);
+    }
 }

@@ -114,7 +114,9 @@
 //! # Crypto backends
 //!
 //! `aws-lc-rs` (default) or `rustcrypto` (pure Rust: `default-features = false,
-//! features = ["rustcrypto"]`). Exactly one must be enabled.
+//! features = ["rustcrypto"]`). Features are additive: if both end up enabled (another
+//! crate in the build, or `--all-features`), aws-lc-rs is used; [`CRYPTO_BACKEND`] says
+//! which one a build uses. With neither, the crate does not compile and says why.
 
 mod backend;
 mod body;

@@ -7,15 +7,13 @@ use x509_cert::der::asn1::{ObjectIdentifier, UintRef};
 use x509_cert::der::{Decode, Reader, SliceReader};
 use x509_cert::spki::SubjectPublicKeyInfoRef;
 
-#[cfg(all(feature = "aws-lc-rs", feature = "rustcrypto"))]
-compile_error!(
-    "tower-wechatpay: enable exactly one crypto backend. `rustcrypto` needs \
-     `default-features = false` (which turns `aws-lc-rs` off)."
-);
+// Features are additive: with both backends enabled (e.g. `--all-features`, or two crates
+// in one build asking for different ones), aws-lc-rs is used, as rustls picks its default
+// provider. With none there is nothing to verify with.
 #[cfg(not(any(feature = "aws-lc-rs", feature = "rustcrypto")))]
 compile_error!(
-    "tower-wechatpay: enable exactly one crypto backend feature: `aws-lc-rs` (the default) \
-     or `rustcrypto`."
+    "tower-wechatpay: enable a crypto backend feature: `aws-lc-rs` (the default) or \
+     `rustcrypto` (with `default-features = false`)."
 );
 
 #[cfg(feature = "aws-lc-rs")]
@@ -150,5 +148,19 @@ mod tests {
             parse_public_key(b"garbage"),
             Err(KeyProblem::NotRsa)
         ));
+    }
+}
+
+#[cfg(test)]
+mod backend_choice {
+    #[test]
+    fn aws_lc_rs_wins_when_both_backends_are_enabled() {
+        let expected = if cfg!(feature = "aws-lc-rs") {
+            "aws-lc-rs"
+        } else {
+            "rustcrypto"
+        };
+        assert_eq!(super::BACKEND_NAME, expected);
+        assert_eq!(crate::CRYPTO_BACKEND, expected);
     }
 }

@@ -31,7 +31,7 @@ use http_body_util::Full;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{Executor, SqlitePool};
 use support::example::{Http, TempDir, now};
-use support::redis::Redis;
+use support::redis::{PATIENT, Redis};
 use tokio::sync::watch;
 use tower_wechatpay::test_util::{SignedNotification, TestSigner, sample_payment};
 use tower_wechatpay::{Handled, Notified, Retry, Transaction};
@@ -97,11 +97,15 @@ impl Signals {
         self.tick.send_modify(|n| *n += 1);
     }
 
-    /// Returns once `condition` holds; re-checked on every tick.
+    /// Returns once `condition` holds; re-checked on every tick. The bound only turns a
+    /// bug (a condition that never comes) into a failure instead of a hang.
     async fn until(&self, condition: impl Fn(&Self) -> bool) {
         let mut ticks = self.tick.subscribe();
         while !condition(self) {
-            ticks.changed().await.unwrap();
+            tokio::time::timeout(PATIENT, ticks.changed())
+                .await
+                .expect("the storm makes progress")
+                .unwrap();
         }
     }
 }
@@ -292,12 +296,19 @@ async fn deliver(
             // Another copy holds the claim: again once some copy of this key was answered
             // otherwise since this one was sent (the holder, after settling its claim).
             Some(Refusal::InProgress) => {
-                settled_seen.wait_for(|n| *n > before).await.unwrap();
+                let settled = settled_seen.wait_for(|n| *n > before);
+                tokio::time::timeout(PATIENT, settled)
+                    .await
+                    .expect("the holder of the claim is answered")
+                    .unwrap();
             }
             // Again once Redis is up (at once if it is: the first copies after a restart
             // meet the connection manager's failed reconnect, and start a new one).
             Some(Refusal::StoreUnavailable) => {
-                redis_up.wait_for(|up| *up).await.unwrap();
+                tokio::time::timeout(PATIENT, redis_up.wait_for(|up| *up))
+                    .await
+                    .expect("Redis comes back")
+                    .unwrap();
             }
             // The handler failed (on purpose, or the database was busy): again at once.
             _ => {}

@@ -1,5 +1,11 @@
 //! The dedupe guard through the layer: claim, done, release on every kind of failure,
 //! concurrent copies, store failures; against the in-memory store and a real Redis.
+//!
+//! Time: the tests without Redis run on a paused clock, so the handler deadline, store
+//! timeouts and leases are exact and cost nothing, however busy the machine. The Redis tests
+//! need real time (a paused clock would jump past every timeout while Redis answers over a
+//! socket), so they give Redis budgets no loaded machine reaches (`support::redis::PATIENT`):
+//! only a dead Redis fails an operation there, and nothing in them sleeps.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
@@ -122,7 +128,7 @@ async fn a_copy_during_a_run_gets_500_and_the_retry_finds_it_done(layer: WechatP
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn in_memory_after_success_copies_are_acknowledged_without_running() {
     after_success_copies_are_acknowledged_without_running(
         test_layer().dedupe(InMemoryStore::new()).unwrap(),
@@ -130,7 +136,7 @@ async fn in_memory_after_success_copies_are_acknowledged_without_running() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn in_memory_a_failed_run_releases_the_claim_for_the_retry() {
     a_failed_run_releases_the_claim_for_the_retry(
         test_layer().dedupe(InMemoryStore::new()).unwrap(),
@@ -138,7 +144,7 @@ async fn in_memory_a_failed_run_releases_the_claim_for_the_retry() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn in_memory_a_copy_during_a_run_gets_500_and_the_retry_finds_it_done() {
     a_copy_during_a_run_gets_500_and_the_retry_finds_it_done(
         test_layer().dedupe(InMemoryStore::new()).unwrap(),
@@ -150,11 +156,14 @@ async fn in_memory_a_copy_during_a_run_gets_500_and_the_retry_finds_it_done() {
 async fn redis_guard_behaves_the_same() {
     let redis = Redis::start();
     for (i, scenario) in [0, 1, 2].into_iter().enumerate() {
-        let store = RedisStore::connect(&redis.url())
-            .await
+        let guard = redis.dedupe(&format!("scenario{i}:")).await;
+        // On real time the first copy's handler must outlast the second copy's whole round
+        // trip: no deadline a starved machine could reach.
+        let layer = test_layer()
+            .answer_deadline(Duration::from_secs(5))
             .unwrap()
-            .prefix(&format!("scenario{i}:"));
-        let layer = test_layer().dedupe(store).unwrap();
+            .dedupe(guard)
+            .unwrap();
         match scenario {
             0 => after_success_copies_are_acknowledged_without_running(layer).await,
             1 => a_failed_run_releases_the_claim_for_the_retry(layer).await,
@@ -163,7 +172,7 @@ async fn redis_guard_behaves_the_same() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_panic_releases_the_claim() {
     let runs = Arc::new(AtomicUsize::new(0));
     let app = counting(
@@ -218,7 +227,7 @@ async fn a_run_past_the_deadline_releases_the_claim() {
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_business_rejection_counts_as_done() {
     let runs = Arc::new(AtomicUsize::new(0));
     let app = counting(
@@ -261,7 +270,7 @@ impl DedupeStore for Hung {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_store_failure_is_a_500_and_the_handler_does_not_run() {
     let runs = Arc::new(AtomicUsize::new(0));
     let app = counting(test_layer().dedupe(Down).unwrap(), runs.clone(), done);
@@ -275,7 +284,7 @@ async fn a_store_failure_is_a_500_and_the_handler_does_not_run() {
     assert_eq!(runs.load(Ordering::SeqCst), 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn opting_in_runs_the_handler_when_the_store_fails() {
     let runs = Arc::new(AtomicUsize::new(0));
     let app = counting(
@@ -311,7 +320,7 @@ async fn a_store_that_hangs_is_bounded_by_the_store_timeout() {
     assert_eq!(runs.load(Ordering::SeqCst), 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_default_key_is_the_business_event_not_the_delivery() {
     let layer = test_layer();
     let open = |request: http::Request<Body>| {
@@ -360,7 +369,7 @@ async fn the_default_key_is_the_business_event_not_the_delivery() {
     assert!(default_key(&other).unwrap().ends_with(other.id()));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_custom_key_groups_what_the_user_says() {
     let runs = Arc::new(AtomicUsize::new(0));
     let per_order = Dedupe::new(InMemoryStore::new())
@@ -384,10 +393,7 @@ async fn a_custom_key_groups_what_the_user_says() {
 #[tokio::test]
 async fn redis_claims_are_atomic_with_leases_and_token_checked_releases() {
     let redis = Redis::start();
-    let store = RedisStore::connect(&redis.url())
-        .await
-        .unwrap()
-        .prefix("atomic:");
+    let store = redis.store("atomic:").await;
     let lease = Duration::from_secs(30);
     assert_eq!(
         store.claim("k".into(), "a".into(), lease).await.unwrap(),
@@ -452,25 +458,72 @@ async fn redis_claims_are_atomic_with_leases_and_token_checked_releases() {
 async fn redis_down_is_a_500_then_the_guard_recovers_after_restart() {
     let mut redis = Redis::start();
     let runs = Arc::new(AtomicUsize::new(0));
-    let store = RedisStore::connect(&redis.url()).await.unwrap();
-    let app = counting(test_layer().dedupe(store).unwrap(), runs.clone(), done);
+    let app = counting(
+        test_layer().dedupe(redis.dedupe("down:").await).unwrap(),
+        runs.clone(),
+        done,
+    );
     redis.kill();
-    let (status, kind) = deliver(&app).await;
-    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(kind, Some(RejectionKind::DedupeUnavailable));
+    // A dead Redis refuses or resets at once: no timeout is involved in this 500.
+    for _ in 0..3 {
+        let (status, kind) = deliver(&app).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(kind, Some(RejectionKind::DedupeUnavailable));
+    }
     assert_eq!(runs.load(Ordering::SeqCst), 0, "nothing ran unguarded");
 
     redis.restart();
-    // The connection manager reconnects in the background; WeChat Pay's retries come
-    // 15 s apart, the test retries sooner, a bounded number of times.
-    let mut status = StatusCode::INTERNAL_SERVER_ERROR;
-    for _ in 0..100 {
-        status = deliver(&app).await.0;
+    // The connection manager reconnects when a command finds its connection broken: the
+    // first copy after the restart may still get the failure of a reconnect attempt made
+    // while Redis was down, and that failure starts a new attempt, which the next copy
+    // waits for (against a server that is up now). No sleeping between copies: each copy
+    // waits for the reconnect itself, so two tries are enough and a third is spare.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let status = deliver(&app).await.0;
+        statuses.push(status);
         if status.is_success() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        statuses.last(),
+        Some(&StatusCode::NO_CONTENT),
+        "{statuses:?}"
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
+    // And the guard guards again.
+    assert_eq!(deliver(&app).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn redis_store_connect_opens_a_working_store() {
+    // The library's own constructor, with its production timeouts (three connection
+    // attempts of up to 1 s each); the other Redis tests use `support::redis::PATIENT`.
+    let redis = Redis::start();
+    let store = RedisStore::connect(&redis.url())
+        .await
+        .unwrap()
+        .prefix("connect:");
+    // The prefix is applied: the claim lands under it.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let before: i64 = redis::cmd("EXISTS")
+        .arg("connect:k")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(before, 0);
+    let lease = Duration::from_secs(30);
+    // One command under the library's 1 s response timeout: the only production budget
+    // left in these tests (a local Redis answers in well under a millisecond).
+    let claim = store.claim("k".into(), "a".into(), lease).await;
+    assert_eq!(claim.unwrap(), Claim::Claimed);
+    let after: i64 = redis::cmd("EXISTS")
+        .arg("connect:k")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(after, 1);
 }

@@ -1,4 +1,5 @@
-//! The integration tests, one binary (link time on 2 cores): a module per topic.
+//! The integration tests, one binary (link time on 2 cores): a module per topic. The tests
+//! that drive the command-line examples live with them, in the workspace members.
 
 mod support;
 
@@ -6,20 +7,16 @@ mod answers;
 mod axum_extractor;
 mod debug_redaction;
 mod dedupe;
-mod dedupe_storm;
 mod events;
 mod fuzz_corpus;
 mod handler_logs;
 mod handlers;
-mod hostile_load;
 mod hyper_server;
-mod inspect_example;
 mod key_refresh;
 mod key_ring;
 mod properties;
 mod readiness;
 mod secrets;
-mod shop;
 mod slow_clients;
 mod tampering;
 mod vectors;

@@ -2,7 +2,6 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod example;
-pub mod postgres;
 pub mod redis;
 
 use std::convert::Infallible;

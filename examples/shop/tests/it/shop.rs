@@ -7,10 +7,10 @@
 
 use crate::support;
 
+use example_support::harness::{Http, Running, TempDir, key_flags, now, start};
 use http::StatusCode;
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor};
-use support::example::{Http, Running, TempDir, key_flags, now, start};
 use support::postgres::Postgres;
 use tower_wechatpay::test_util::{TestSigner, sample_payment, sample_refund};
 

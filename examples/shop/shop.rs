@@ -2,7 +2,7 @@
 //! URL), paid and refunded by WeChat Pay notifications, exactly once.
 //!
 //! ```text
-//! cargo run --release --example shop -- --listen 127.0.0.1:PORT --db sqlite:PATH \
+//! cargo run --release -p tower-wechatpay-shop --example shop -- --listen 127.0.0.1:PORT --db sqlite:PATH \
 //!     --apiv3-key-file FILE [--public-key PUB_KEY_ID_…=FILE.pem]… [--certificate FILE.pem]… \
 //!     [--mchid 1900012345] [--appid wx8888888888888888]
 //!
@@ -16,8 +16,7 @@
 //! sequential or concurrent duplicates (on any number of instances sharing the database)
 //! exactly one changes the row; every other copy sees why and is acknowledged.
 
-mod support;
-
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -26,15 +25,14 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use clap::Parser;
+use example_support::KeyArgs;
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 use tower_wechatpay::{
     Event, Handled, Merchant, Notification, Notified, Refund, Retry, Transaction,
 };
-
-const USAGE: &str = "usage: shop --listen ADDR --db URL --apiv3-key-file FILE \
-[--public-key PUB_KEY_ID_…=FILE.pem]… [--certificate FILE.pem]… [--mchid ID] [--appid ID]";
 
 /// Lock waits end after one second (SQLite's busy timeout, PostgreSQL's lock timeout): well
 /// under WeChat Pay's 5 s, so a locked database becomes a clear retry, not a timeout.
@@ -312,31 +310,39 @@ async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
     Ok(pool)
 }
 
+/// A small shop backend: orders in SQL, paid and refunded by WeChat Pay notifications.
+#[derive(Parser, Debug)]
+#[command(name = "shop", args_override_self = true)]
+struct Cli {
+    /// The address to listen on, e.g. 127.0.0.1:8080 (port 0: any free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// The database: `sqlite:PATH`, `sqlite::memory:` or `postgres://…`.
+    #[arg(long, value_name = "URL")]
+    db: String,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Your merchant id: notifications for another merchant are refused (acknowledged).
+    #[arg(long, value_name = "ID")]
+    mchid: Option<String>,
+    /// Your app id (with --mchid): payments for another app are refused (acknowledged).
+    #[arg(long, value_name = "ID", requires = "mchid")]
+    appid: Option<String>,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    support::init_logs();
-    let mut known = vec!["--listen", "--db", "--mchid", "--appid"];
-    known.extend(support::KEY_FLAGS);
-    let parsed = support::Flags::parse(std::env::args().skip(1), &known).and_then(|flags| {
-        let merchant = match (flags.one("--mchid"), flags.one("--appid")) {
-            (Some(mchid), appid) => Some(match appid {
-                Some(appid) => Merchant::new(mchid).appid(appid),
-                None => Merchant::new(mchid),
-            }),
-            (None, Some(_)) => return Err("--appid needs --mchid".to_owned()),
-            (None, None) => None,
-        };
-        Ok((
-            flags.listen()?,
-            flags.required("--db")?.to_owned(),
-            support::layer(&flags)?,
-            merchant,
-        ))
-    });
-    let (listen, db_url, layer, merchant) = match parsed {
-        Ok(parsed) => parsed,
-        Err(message) => return support::usage_error("shop", &message, USAGE),
+    let cli = Cli::parse();
+    example_support::init_logs();
+    let layer = match cli.keys.layer() {
+        Ok(layer) => layer,
+        Err(message) => return example_support::usage_error::<Cli>(message),
     };
+    let merchant = cli.mchid.map(|mchid| match cli.appid {
+        Some(appid) => Merchant::new(mchid).appid(appid),
+        None => Merchant::new(mchid),
+    });
+    let db_url = cli.db;
     let db = match connect(&db_url).await {
         Ok(db) => db,
         Err(error) => {
@@ -349,5 +355,5 @@ async fn main() -> ExitCode {
         .route("/orders/{out_trade_no}", get(get_order))
         .route("/wechatpay/notify", post(notified).route_layer(layer))
         .with_state(Shop { db, merchant });
-    support::serve("shop", listen, app).await
+    example_support::serve("shop", cli.listen, app).await
 }

@@ -8,8 +8,6 @@
 //! after it succeeded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::support;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,12 +16,11 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
+use example_support::harness::{Http, Redis, TempDir, now};
 use futures_util::StreamExt;
 use http::StatusCode;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{Executor, SqlitePool};
-use support::example::{Http, TempDir, now};
-use support::redis::Redis;
 use tower_wechatpay::test_util::{SignedNotification, TestSigner, sample_payment};
 use tower_wechatpay::{Handled, Notified, RedisStore, Retry, Transaction};
 

@@ -32,9 +32,9 @@ fi
 command -v openssl >/dev/null || { log "compare: openssl not found"; exit 1; }
 
 log "== building this crate's throughput example under both backends"
-cargo build --release --quiet --example throughput
+cargo build --release --quiet -p tower-wechatpay-benches --example throughput
 cp target/release/examples/throughput "$work/throughput-aws-lc-rs"
-cargo build --release --quiet --no-default-features --features rustcrypto --example throughput
+cargo build --release --quiet -p tower-wechatpay-benches --no-default-features --features rustcrypto --example throughput
 cp target/release/examples/throughput "$work/throughput-rustcrypto"
 
 log "== generating $COUNT notifications (fresh timestamps)"

@@ -4,5 +4,5 @@
 # Usage: bash benches/hostile.sh [extra flags for hostile, e.g. --seconds 20 --rounds 5]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --example inspect --example hostile
+cargo build --release -p tower-wechatpay-inspect --example inspect --example hostile
 target/release/examples/hostile --server target/release/examples/inspect "$@"

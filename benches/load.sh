@@ -24,7 +24,7 @@ fi
 
 # Server and client each hold one descriptor per in-flight connection.
 ulimit -n $((INFLIGHT * 2 + 1000)) 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-cargo build --release --quiet --example throughput --example inflight
+cargo build --release --quiet -p tower-wechatpay-benches --example throughput --example inflight
 server_log="$work/server.log"
 target/release/examples/inflight serve --listen 127.0.0.1:0 2>"$server_log" &
 server=$!

@@ -2,7 +2,6 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod example;
-pub mod postgres;
 pub mod redis;
 
 use std::convert::Infallible;
@@ -149,6 +148,12 @@ pub fn axum_request(event_type: &str, resource: &serde_json::Value) -> Request<a
 /// Everything logged while the returned guard lives, at TRACE. Keep such a test alone in
 /// its binary: tracing caches callsite interest per process.
 pub fn capture_logs() -> (tracing::subscriber::DefaultGuard, Captured) {
+    // With one scoped subscriber alive, tracing takes it for the only one: a callsite
+    // first hit meanwhile on another test's thread (no subscriber there) is then cached as
+    // disabled for every thread, and this capture misses it. A second dispatcher, alive
+    // for good, keeps the interest per thread.
+    static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    SECOND.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()

@@ -3,9 +3,9 @@
 //! service → answer out. Single thread, pre-signed notifications.
 //!
 //! ```text
-//! cargo run --release --example throughput                      # the crate's test signer
-//! cargo run --release --example throughput -- --fixtures DIR    # ../shared/tools/gen_fixtures.py output
-//! cargo run --release --no-default-features --features rustcrypto --example throughput
+//! cargo run --release -p tower-wechatpay-benches --example throughput                    # the crate's test signer
+//! cargo run --release -p tower-wechatpay-benches --example throughput -- --fixtures DIR  # ../shared/tools/gen_fixtures.py output
+//! cargo run --release -p tower-wechatpay-benches --no-default-features --features rustcrypto --example throughput
 //! ```
 //!
 //! Options: `--seconds S` (default 5, split into 5 passes; the median pass is reported),
@@ -13,21 +13,19 @@
 //! requests for a load generator and exit). The last line is
 //! `layer: N notifications/s, X µs per notification`.
 
-mod support;
-
 use std::convert::Infallible;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clap::Parser;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use tower::{Service, ServiceExt};
 use tower_wechatpay::test_util::{SignedNotification, TestSigner, sample_payment};
 use tower_wechatpay::{BufferedBody, Notification, WechatPayLayer};
 
-const USAGE: &str = "usage: throughput [--seconds S] [--count N] [--fixtures DIR] [--export DIR]";
 const PASSES: u32 = 5;
 
 /// One pre-signed notification and the amount its handler must see.
@@ -154,24 +152,29 @@ fn request(case: &Case) -> Request<BufferedBody> {
     request
 }
 
+/// Notifications per second through the full layer path, on one core.
+#[derive(Parser, Debug)]
+#[command(name = "throughput", args_override_self = true)]
+struct Cli {
+    /// Measuring time, split into 5 passes; the median pass is reported.
+    #[arg(long, value_name = "S", default_value_t = 5.0)]
+    seconds: f64,
+    /// How many test-signer notifications to rotate through (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    count: usize,
+    /// Notifications from ../shared/tools/gen_fixtures.py's output directory instead.
+    #[arg(long, value_name = "DIR")]
+    fixtures: Option<PathBuf>,
+    /// Write the signed requests for a load generator to DIR and exit.
+    #[arg(long, value_name = "DIR")]
+    export: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
-    let flags = match support::Flags::parse(
-        std::env::args().skip(1),
-        &["--seconds", "--count", "--fixtures", "--export"],
-    ) {
-        Ok(flags) => flags,
-        Err(message) => return support::usage_error("throughput", &message, USAGE),
-    };
-    let seconds: f64 = match flags.one("--seconds").map(str::parse).transpose() {
-        Ok(seconds) => seconds.unwrap_or(5.0),
-        Err(_) => return support::usage_error("throughput", "--seconds takes a number", USAGE),
-    };
-    let count: usize = match flags.one("--count").map(str::parse).transpose() {
-        Ok(count) => count.unwrap_or(1000).max(1),
-        Err(_) => return support::usage_error("throughput", "--count takes a number", USAGE),
-    };
-    let loaded = match flags.one("--fixtures") {
-        Some(dir) => from_fixtures(Path::new(dir)),
+    let cli = Cli::parse();
+    let (seconds, count) = (cli.seconds, cli.count.max(1));
+    let loaded = match &cli.fixtures {
+        Some(dir) => from_fixtures(dir),
         None => from_signer(count),
     };
     let (layer, cases) = match loaded {
@@ -181,10 +184,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(dir) = flags.one("--export") {
-        return match export(Path::new(dir), &cases) {
+    if let Some(dir) = &cli.export {
+        return match export(dir, &cases) {
             Ok(()) => {
-                eprintln!("wrote {} requests to {dir}", cases.len());
+                eprintln!("wrote {} requests to {}", cases.len(), dir.display());
                 ExitCode::SUCCESS
             }
             Err(message) => {

@@ -4,11 +4,9 @@
 //! many connections at once must each get exactly the answer WeChat Pay's rules require.
 //! The full-size run with RSS figures is `bash benches/hostile.sh`.
 
-use crate::support;
-
 use std::process::Command;
 
-use support::example::binary;
+use example_support::harness::binary;
 
 #[test]
 fn every_hostile_request_gets_the_required_answer() {

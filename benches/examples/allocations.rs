@@ -3,7 +3,7 @@
 //! held after the answer (0 means nothing accumulates per request).
 //!
 //! ```text
-//! cargo run --release --example allocations
+//! cargo run --release -p tower-wechatpay-benches --example allocations
 //! ```
 
 use std::alloc::System;

@@ -1,5 +1,6 @@
 //! The shop example, driven over real HTTP with the crate's test signer: exactly-once
-//! payments under duplicates, business rejections acknowledged, a locked database retried.
+//! payments and refunds under duplicates, business rejections acknowledged, a refund that
+//! overtakes its payment and a locked database retried.
 //!
 //! Every scenario runs against SQLite (one test each) and against PostgreSQL (one test
 //! that starts a server and runs them all, each on its own database).
@@ -7,10 +8,10 @@
 
 use crate::support;
 
+use example_support::harness::{Http, Running, TempDir, key_flags, now, start};
 use http::StatusCode;
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor};
-use support::example::{Http, Running, TempDir, key_flags, now, start};
 use support::postgres::Postgres;
 use tower_wechatpay::test_util::{TestSigner, sample_payment, sample_refund};
 
@@ -118,6 +119,18 @@ fn payment_for(out_trade_no: &str, total: i64) -> Value {
     resource
 }
 
+/// A successful refund of `refund` fen of the order paid by [`payment_for`].
+fn refund_for(out_trade_no: &str, total: i64, refund_id: &str, refund: i64) -> Value {
+    let mut resource = sample_refund();
+    resource["out_trade_no"] = out_trade_no.into();
+    resource["transaction_id"] = format!("4200{out_trade_no}").into();
+    resource["refund_id"] = refund_id.into();
+    resource["out_refund_no"] = format!("R-{refund_id}").into();
+    resource["amount"] = json!({"total": total, "refund": refund,
+                                "payer_total": total, "payer_refund": refund});
+    resource
+}
+
 /// A fresh delivery: WeChat Pay signs every copy anew.
 fn delivery(event_type: &str, resource: &Value) -> tower_wechatpay::test_util::SignedNotification {
     TestSigner::public_key_mode()
@@ -176,7 +189,8 @@ async fn orders_are_created_and_read(shop: &Shop) {
     assert_eq!(
         order,
         json!({"out_trade_no": "A1", "total": 990, "status": "PENDING",
-               "transaction_id": null, "payments_applied": 0})
+               "transaction_id": null, "payments_applied": 0,
+               "refunded": 0, "refunds_applied": 0})
     );
     let (status, _) = shop.http.get_json("/orders/none").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -267,20 +281,12 @@ async fn another_merchant_or_an_unpaid_state_is_acknowledged_and_changes_nothing
 
 async fn a_refund_success_refunds_a_paid_order_once(shop: &Shop) {
     shop.create("R1", 990).await;
-    let mut refund = sample_refund();
-    refund["out_trade_no"] = "R1".into();
-    // A refund before the payment: acknowledged, nothing to refund yet.
-    assert_eq!(
-        shop.notify("REFUND.SUCCESS", &refund).await,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(shop.order("R1").await["status"], "PENDING");
-
     assert_eq!(
         shop.notify("TRANSACTION.SUCCESS", &payment_for("R1", 990))
             .await,
         StatusCode::NO_CONTENT
     );
+    let refund = refund_for("R1", 990, "5000R1", 990);
     for _ in 0..3 {
         assert_eq!(
             shop.notify("REFUND.SUCCESS", &refund).await,
@@ -289,7 +295,101 @@ async fn a_refund_success_refunds_a_paid_order_once(shop: &Shop) {
     }
     let order = shop.order("R1").await;
     assert_eq!(order["status"], "REFUNDED");
+    assert_eq!(order["refunded"], 990);
+    assert_eq!(order["refunds_applied"], 1);
     assert_eq!(order["payments_applied"], 1);
+}
+
+async fn a_refund_before_its_payment_is_retried_until_the_payment_is_applied(shop: &Shop) {
+    shop.create("B1", 990).await;
+    let refund = refund_for("B1", 990, "5000B1", 990);
+    // The notifications crossed: the refund is not acknowledged (WeChat Pay resends it)
+    // and nothing is recorded, however often it comes.
+    for _ in 0..2 {
+        assert_eq!(
+            shop.notify("REFUND.SUCCESS", &refund).await,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+    let order = shop.order("B1").await;
+    assert_eq!(order["status"], "PENDING");
+    assert_eq!(order["refunds_applied"], 0);
+
+    assert_eq!(
+        shop.notify("TRANSACTION.SUCCESS", &payment_for("B1", 990))
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        shop.notify("REFUND.SUCCESS", &refund).await,
+        StatusCode::NO_CONTENT
+    );
+    let order = shop.order("B1").await;
+    assert_eq!(order["status"], "REFUNDED");
+    assert_eq!(order["refunded"], 990);
+    assert_eq!(order["refunds_applied"], 1);
+}
+
+async fn partial_refunds_of_one_order_are_each_recorded_once(shop: &Shop) {
+    shop.create("S1", 1000).await;
+    assert_eq!(
+        shop.notify("TRANSACTION.SUCCESS", &payment_for("S1", 1000))
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    let first = refund_for("S1", 1000, "5000S1-1", 300);
+    for _ in 0..3 {
+        assert_eq!(
+            shop.notify("REFUND.SUCCESS", &first).await,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let order = shop.order("S1").await;
+    assert_eq!(order["status"], "PARTIALLY_REFUNDED");
+    assert_eq!(order["refunded"], 300);
+    assert_eq!(order["refunds_applied"], 1);
+
+    // A second partial refund (another refund_id) of the same order is recorded too.
+    let second = refund_for("S1", 1000, "5000S1-2", 200);
+    assert_eq!(
+        shop.notify("REFUND.SUCCESS", &second).await,
+        StatusCode::NO_CONTENT
+    );
+    let order = shop.order("S1").await;
+    assert_eq!(order["status"], "PARTIALLY_REFUNDED");
+    assert_eq!(order["refunded"], 500);
+    assert_eq!(order["refunds_applied"], 2);
+
+    // The rest, as 20 concurrent copies mixed with copies of the first two: once each.
+    let last = refund_for("S1", 1000, "5000S1-3", 500);
+    let copies = (0..20).map(|i| {
+        let refund = [&last, &first, &second][i % 3];
+        shop.deliver("REFUND.SUCCESS", refund)
+    });
+    let statuses = futures_util::future::join_all(copies).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::NO_CONTENT));
+    let order = shop.order("S1").await;
+    assert_eq!(order["status"], "REFUNDED");
+    assert_eq!(order["refunded"], 1000);
+    assert_eq!(order["refunds_applied"], 3);
+
+    // More than was paid is acknowledged as a business refusal and changes nothing.
+    assert_eq!(
+        shop.notify("REFUND.SUCCESS", &refund_for("S1", 1000, "5000S1-4", 1))
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    let order = shop.order("S1").await;
+    assert_eq!(order["refunded"], 1000);
+    assert_eq!(order["refunds_applied"], 3);
+}
+
+async fn a_refund_for_an_unknown_order_is_acknowledged(shop: &Shop) {
+    assert_eq!(
+        shop.notify("REFUND.SUCCESS", &refund_for("NONE", 990, "5000NONE", 990))
+            .await,
+        StatusCode::NO_CONTENT
+    );
 }
 
 async fn a_locked_database_makes_wechat_retry_and_the_retry_succeeds(shop: &Shop) {
@@ -364,6 +464,9 @@ scenarios!(
     an_unknown_order_is_acknowledged_and_changes_nothing,
     another_merchant_or_an_unpaid_state_is_acknowledged_and_changes_nothing,
     a_refund_success_refunds_a_paid_order_once,
+    a_refund_before_its_payment_is_retried_until_the_payment_is_applied,
+    partial_refunds_of_one_order_are_each_recorded_once,
+    a_refund_for_an_unknown_order_is_acknowledged,
     a_locked_database_makes_wechat_retry_and_the_retry_succeeds,
     forged_notifications_never_touch_the_orders,
 );

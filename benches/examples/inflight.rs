@@ -4,14 +4,13 @@
 //! memory from /proc.
 //!
 //! ```text
-//! cargo run --release --example inflight -- serve --listen 127.0.0.1:0
-//! cargo run --release --example inflight -- hold --connect ADDR --connections 10000 --server-pid PID
+//! cargo run --release -p tower-wechatpay-benches --example inflight -- serve --listen 127.0.0.1:0
+//! cargo run --release -p tower-wechatpay-benches --example inflight -- hold --connect ADDR --connections 10000 --server-pid PID
 //! ```
 //! (`benches/load.sh` runs both, with the file-descriptor limit raised.)
 
-mod support;
-
 use std::alloc::System;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 
 use axum::Router;
 use axum::routing::{get, post};
+use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower_wechatpay::test_util::{TestSigner, sample_payment};
@@ -27,9 +27,6 @@ use tower_wechatpay::{DEFAULT_MAX_BODY_SIZE, Handled, Notified, Retry, Transacti
 // Counts the server's live heap, which RSS cannot show: the allocator keeps freed pages.
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-const USAGE: &str = "usage: inflight serve --listen ADDR | inflight hold --connect ADDR \
---connections N --server-pid PID [--path /notify|/raw]";
 
 async fn paid(Notified(_): Notified<Transaction>) -> Result<Handled, Retry> {
     Ok(Handled::Done)
@@ -156,27 +153,37 @@ async fn hold(addr: &str, path: &str, connections: usize, pid: &str) -> Result<(
     Ok(())
 }
 
+/// Memory with many requests in flight: `serve` a layer, or `hold` connections against one.
+#[derive(Parser, Debug)]
+#[command(name = "inflight", args_override_self = true)]
+enum Cli {
+    /// A server with the layer on /notify, the same without it on /raw, and GET /heap.
+    Serve {
+        /// The address to listen on (port 0: any free port).
+        #[arg(long, value_name = "ADDR")]
+        listen: SocketAddr,
+    },
+    /// Open connections and leave each request one byte short of a full-size body.
+    Hold {
+        /// The server's address.
+        #[arg(long, value_name = "ADDR")]
+        connect: String,
+        /// How many connections.
+        #[arg(long, value_name = "N", default_value_t = 10_000)]
+        connections: usize,
+        /// The server's process id, to read its resident memory from /proc.
+        #[arg(long, value_name = "PID")]
+        server_pid: String,
+        /// `/notify` (with the layer) or `/raw` (without).
+        #[arg(long, value_name = "PATH", default_value = "/notify")]
+        path: String,
+    },
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let mode = args.next().unwrap_or_default();
-    let known = [
-        "--listen",
-        "--connect",
-        "--connections",
-        "--server-pid",
-        "--path",
-    ];
-    let flags = match support::Flags::parse(args, &known) {
-        Ok(flags) => flags,
-        Err(message) => return support::usage_error("inflight", &message, USAGE),
-    };
-    match mode.as_str() {
-        "serve" => {
-            let listen = match flags.listen() {
-                Ok(listen) => listen,
-                Err(message) => return support::usage_error("inflight", &message, USAGE),
-            };
+    match Cli::parse() {
+        Cli::Serve { listen } => {
             let layer = match TestSigner::public_key_mode().layer() {
                 Ok(layer) => layer,
                 Err(error) => {
@@ -192,30 +199,19 @@ async fn main() -> ExitCode {
                     "/raw",
                     post(|body: bytes::Bytes| async move { body.len().to_string() }),
                 );
-            support::serve("inflight", listen, app).await
+            example_support::serve("inflight", listen, app).await
         }
-        "hold" => {
-            let (Some(addr), Some(pid)) = (flags.one("--connect"), flags.one("--server-pid"))
-            else {
-                return support::usage_error(
-                    "inflight",
-                    "--connect and --server-pid are required",
-                    USAGE,
-                );
-            };
-            let connections = flags
-                .one("--connections")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(10_000);
-            let path = flags.one("--path").unwrap_or("/notify");
-            match hold(addr, path, connections, pid).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(message) => {
-                    eprintln!("inflight: {message}");
-                    ExitCode::FAILURE
-                }
+        Cli::Hold {
+            connect,
+            connections,
+            server_pid,
+            path,
+        } => match hold(&connect, &path, connections, &server_pid).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("inflight: {message}");
+                ExitCode::FAILURE
             }
-        }
-        _ => support::usage_error("inflight", "serve or hold?", USAGE),
+        },
     }
 }

@@ -1,5 +1,6 @@
 //! Criterion benches of the layer's steps and of the whole path, for the backend this
-//! build uses (`cargo bench`, or with `--no-default-features --features rustcrypto`).
+//! build uses (`cargo bench -p tower-wechatpay-benches`, or with
+//! `--no-default-features --features rustcrypto`).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;

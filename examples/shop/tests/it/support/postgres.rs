@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::example::TempDir;
+use example_support::harness::TempDir;
 
 pub struct Postgres {
     child: Child,

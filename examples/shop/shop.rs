@@ -2,7 +2,7 @@
 //! URL), paid and refunded by WeChat Pay notifications, exactly once.
 //!
 //! ```text
-//! cargo run --release --example shop -- --listen 127.0.0.1:PORT --db sqlite:PATH \
+//! cargo run --release -p tower-wechatpay-shop --example shop -- --listen 127.0.0.1:PORT --db sqlite:PATH \
 //!     --apiv3-key-file FILE [--public-key PUB_KEY_ID_…=FILE.pem]… [--certificate FILE.pem]… \
 //!     [--mchid 1900012345] [--appid wx8888888888888888]
 //!
@@ -14,10 +14,12 @@
 //! The exactly-once pattern, in one database transaction: the payment is applied by a single
 //! conditional `UPDATE … WHERE status = 'PENDING' AND total = $amount`, so of any number of
 //! sequential or concurrent duplicates (on any number of instances sharing the database)
-//! exactly one changes the row; every other copy sees why and is acknowledged.
+//! exactly one changes the row; every other copy sees why and is acknowledged. A refund is
+//! recorded once per `refund_id` (several partial refunds per order), its row inserted
+//! under that primary key first; a refund whose payment is not applied yet is answered
+//! with a retry, so it is never lost.
 
-mod support;
-
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -26,15 +28,14 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use clap::Parser;
+use example_support::KeyArgs;
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 use tower_wechatpay::{
     Event, Handled, Merchant, Notification, Notified, Refund, Retry, Transaction,
 };
-
-const USAGE: &str = "usage: shop --listen ADDR --db URL --apiv3-key-file FILE \
-[--public-key PUB_KEY_ID_…=FILE.pem]… [--certificate FILE.pem]… [--mchid ID] [--appid ID]";
 
 /// Lock waits end after one second (SQLite's busy timeout, PostgreSQL's lock timeout): well
 /// under WeChat Pay's 5 s, so a locked database becomes a clear retry, not a timeout.
@@ -55,6 +56,8 @@ struct Order {
     status: String,
     transaction_id: Option<String>,
     payments_applied: i64,
+    refunded: i64,
+    refunds_applied: i64,
 }
 
 impl Order {
@@ -65,6 +68,8 @@ impl Order {
             status: row.try_get("status")?,
             transaction_id: row.try_get("transaction_id")?,
             payments_applied: row.try_get("payments_applied")?,
+            refunded: row.try_get("refunded")?,
+            refunds_applied: row.try_get("refunds_applied")?,
         })
     }
 }
@@ -75,14 +80,16 @@ struct NewOrder {
     total: i64,
 }
 
-const SCHEMA: [&str; 2] = [
+const SCHEMA: [&str; 3] = [
+    // status: PENDING, PAID, PARTIALLY_REFUNDED, REFUNDED, or FLAGGED (amount mismatch).
     "CREATE TABLE IF NOT EXISTS orders (
         out_trade_no TEXT PRIMARY KEY,
         total BIGINT NOT NULL,
         status TEXT NOT NULL,
         transaction_id TEXT,
         payments_applied BIGINT NOT NULL DEFAULT 0,
-        refund_id TEXT
+        refunded BIGINT NOT NULL DEFAULT 0,
+        refunds_applied BIGINT NOT NULL DEFAULT 0
     )",
     // One row per applied payment: the audit trail, and a second guard (primary key).
     "CREATE TABLE IF NOT EXISTS payments (
@@ -91,10 +98,19 @@ const SCHEMA: [&str; 2] = [
         total BIGINT NOT NULL,
         notification_id TEXT NOT NULL
     )",
+    // One row per recorded refund, keyed by WeChat Pay's refund_id: an order may have
+    // several partial refunds, each recorded once.
+    "CREATE TABLE IF NOT EXISTS refunds (
+        refund_id TEXT PRIMARY KEY,
+        out_trade_no TEXT NOT NULL,
+        out_refund_no TEXT NOT NULL,
+        amount BIGINT NOT NULL,
+        notification_id TEXT NOT NULL
+    )",
 ];
 
-const SELECT_ORDER: &str = "SELECT out_trade_no, total, status, transaction_id, payments_applied \
-                            FROM orders WHERE out_trade_no = $1";
+const SELECT_ORDER: &str = "SELECT out_trade_no, total, status, transaction_id, payments_applied, \
+                            refunded, refunds_applied FROM orders WHERE out_trade_no = $1";
 
 async fn create_order(State(shop): State<Shop>, Json(new): Json<NewOrder>) -> impl IntoResponse {
     if new.out_trade_no.is_empty() || new.total <= 0 {
@@ -157,7 +173,7 @@ async fn notified(
 ) -> Result<Handled, Retry> {
     match notification.event() {
         Event::Payment(payment) => apply_payment(&shop, &notification, payment).await,
-        Event::Refund(refund) => apply_refund(&shop, refund).await,
+        Event::Refund(refund) => apply_refund(&shop, &notification, refund).await,
         _ => Ok(Handled::declined(format!(
             "this shop does not handle {} notifications",
             notification.event_type()
@@ -218,7 +234,7 @@ async fn apply_payment(
     let order = Order::from_row(&row)?;
     let same_payment = order.transaction_id.as_deref() == Some(payment.transaction_id.as_str());
     match order.status.as_str() {
-        "PAID" | "REFUNDED" if same_payment => Ok(Handled::Done), // a duplicate
+        "PAID" | "PARTIALLY_REFUNDED" | "REFUNDED" if same_payment => Ok(Handled::Done), // a duplicate
         "PENDING" => {
             // Still pending although the state matched: the amount does not.
             sqlx::query(
@@ -240,7 +256,15 @@ async fn apply_payment(
     }
 }
 
-async fn apply_refund(shop: &Shop, refund: &Refund) -> Result<Handled, Retry> {
+/// A refund is recorded once per `refund_id` (an order may have several partial refunds),
+/// by inserting it under its primary key first: of any number of copies exactly one
+/// inserts, and only that one adds its amount to the order. A refund whose payment is not
+/// applied yet (the notifications crossed) is a retry, never an acknowledgement.
+async fn apply_refund(
+    shop: &Shop,
+    notification: &Notification,
+    refund: &Refund,
+) -> Result<Handled, Retry> {
     if let Some(Err(rejection)) = shop.merchant.as_ref().map(|m| m.check_refund(refund)) {
         return Ok(Handled::declined(rejection));
     }
@@ -253,28 +277,80 @@ async fn apply_refund(shop: &Shop, refund: &Refund) -> Result<Handled, Retry> {
     let Some(out_trade_no) = refund.out_trade_no.as_deref() else {
         return Ok(Handled::declined("refund without out_trade_no"));
     };
+    let amount = refund.amount.refund;
+    if amount <= 0 {
+        return Ok(Handled::declined(format!("refund of {amount} fen")));
+    }
+
     let mut tx = shop.db.begin().await?;
-    let applied = sqlx::query(
-        "UPDATE orders SET status = 'REFUNDED', refund_id = $1 \
-         WHERE out_trade_no = $2 AND status = 'PAID'",
+    // The write comes first, as for payments: the primary key on refund_id decides which
+    // copy applies the refund; a concurrent copy waits for it, then inserts nothing.
+    let inserted = sqlx::query(
+        "INSERT INTO refunds (refund_id, out_trade_no, out_refund_no, amount, notification_id) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (refund_id) DO NOTHING",
     )
     .bind(&refund.refund_id)
     .bind(out_trade_no)
+    .bind(&refund.out_refund_no)
+    .bind(amount)
+    .bind(notification.id())
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    tx.commit().await?;
+    if inserted == 0 {
+        return Ok(Handled::Done); // a duplicate: this refund_id is already recorded
+    }
+    let applied = sqlx::query(
+        "UPDATE orders SET refunded = refunded + $1, refunds_applied = refunds_applied + 1, \
+         status = CASE WHEN refunded + $2 = total THEN 'REFUNDED' ELSE 'PARTIALLY_REFUNDED' END \
+         WHERE out_trade_no = $3 AND status IN ('PAID', 'PARTIALLY_REFUNDED') \
+         AND total = $4 AND refunded + $5 <= total",
+    )
+    .bind(amount)
+    .bind(amount)
+    .bind(out_trade_no)
+    .bind(refund.amount.total)
+    .bind(amount)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     if applied == 1 {
-        tracing::info!(out_trade_no, "order refunded");
+        tx.commit().await?;
+        tracing::info!(out_trade_no, refund_id = %refund.refund_id, amount, "refund recorded");
         return Ok(Handled::Done);
     }
-    match find_order(&shop.db, out_trade_no).await? {
-        Some(order) if order.status == "REFUNDED" => Ok(Handled::Done), // a duplicate
+
+    // Not applied: undo the insert and say why.
+    let order = sqlx::query(SELECT_ORDER)
+        .bind(out_trade_no)
+        .fetch_optional(&mut *tx)
+        .await?
+        .as_ref()
+        .map(Order::from_row)
+        .transpose()?;
+    tx.rollback().await?;
+    match order {
+        None => Ok(Handled::declined("refund for an unknown order")),
+        // The payment notification has not been applied yet (it may arrive after the
+        // refund's, or have failed so far): retry, so the refund is never lost.
+        Some(order) if order.status == "PENDING" => Err(Retry::new(format!(
+            "refund {} for order {out_trade_no} before its payment was applied; retry later",
+            refund.refund_id
+        ))),
+        Some(order) if order.total != refund.amount.total => Ok(Handled::declined(format!(
+            "refund says the order total is {} fen; the order is {} fen",
+            refund.amount.total, order.total
+        ))),
+        Some(order) if matches!(order.status.as_str(), "PAID" | "PARTIALLY_REFUNDED") => {
+            Ok(Handled::declined(format!(
+                "refund of {amount} fen would exceed the order: {} of {} fen already refunded",
+                order.refunded, order.total
+            )))
+        }
         Some(order) => Ok(Handled::declined(format!(
             "refund for an order that is {}",
             order.status
         ))),
-        None => Ok(Handled::declined("refund for an unknown order")),
     }
 }
 
@@ -312,31 +388,39 @@ async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
     Ok(pool)
 }
 
+/// A small shop backend: orders in SQL, paid and refunded by WeChat Pay notifications.
+#[derive(Parser, Debug)]
+#[command(name = "shop", args_override_self = true)]
+struct Cli {
+    /// The address to listen on, e.g. 127.0.0.1:8080 (port 0: any free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// The database: `sqlite:PATH`, `sqlite::memory:` or `postgres://…`.
+    #[arg(long, value_name = "URL")]
+    db: String,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Your merchant id: notifications for another merchant are refused (acknowledged).
+    #[arg(long, value_name = "ID")]
+    mchid: Option<String>,
+    /// Your app id (with --mchid): payments for another app are refused (acknowledged).
+    #[arg(long, value_name = "ID", requires = "mchid")]
+    appid: Option<String>,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    support::init_logs();
-    let mut known = vec!["--listen", "--db", "--mchid", "--appid"];
-    known.extend(support::KEY_FLAGS);
-    let parsed = support::Flags::parse(std::env::args().skip(1), &known).and_then(|flags| {
-        let merchant = match (flags.one("--mchid"), flags.one("--appid")) {
-            (Some(mchid), appid) => Some(match appid {
-                Some(appid) => Merchant::new(mchid).appid(appid),
-                None => Merchant::new(mchid),
-            }),
-            (None, Some(_)) => return Err("--appid needs --mchid".to_owned()),
-            (None, None) => None,
-        };
-        Ok((
-            flags.listen()?,
-            flags.required("--db")?.to_owned(),
-            support::layer(&flags)?,
-            merchant,
-        ))
-    });
-    let (listen, db_url, layer, merchant) = match parsed {
-        Ok(parsed) => parsed,
-        Err(message) => return support::usage_error("shop", &message, USAGE),
+    let cli = Cli::parse();
+    example_support::init_logs();
+    let layer = match cli.keys.layer() {
+        Ok(layer) => layer,
+        Err(message) => return example_support::usage_error::<Cli>(message),
     };
+    let merchant = cli.mchid.map(|mchid| match cli.appid {
+        Some(appid) => Merchant::new(mchid).appid(appid),
+        None => Merchant::new(mchid),
+    });
+    let db_url = cli.db;
     let db = match connect(&db_url).await {
         Ok(db) => db,
         Err(error) => {
@@ -349,5 +433,5 @@ async fn main() -> ExitCode {
         .route("/orders/{out_trade_no}", get(get_order))
         .route("/wechatpay/notify", post(notified).route_layer(layer))
         .with_state(Shop { db, merchant });
-    support::serve("shop", listen, app).await
+    example_support::serve("shop", cli.listen, app).await
 }

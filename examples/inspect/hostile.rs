@@ -7,15 +7,13 @@
 //! and the server's RSS before, after each round and at the end.
 //!
 //! ```text
-//! cargo build --release --examples
+//! cargo build --release -p tower-wechatpay-inspect --example inspect --example hostile
 //! target/release/examples/hostile --server target/release/examples/inspect [--seconds 10] \
 //!     [--rounds 3] [--connections 48] [--stalled 16] [--aborting 4] [--max-rss-growth-mib 16]
 //! ```
 //!
 //! Exits 1 if any answer was not the one WeChat Pay's rules require, or if the server's RSS
 //! after the last round exceeds that after the first by more than `--max-rss-growth-mib`.
-
-mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -25,15 +23,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower_wechatpay::test_util::{
     SignedNotification, TEST_APIV3_KEY, TEST_CERTIFICATE_PEM, TEST_PUBLIC_KEY_ID,
     TEST_PUBLIC_KEY_PEM, TestSigner, sample_payment,
 };
-
-const USAGE: &str = "usage: hostile --server PATH [--seconds 10] [--rounds 3] \
-[--connections 48] [--stalled 16] [--aborting 4] [--max-rss-growth-mib 16]";
 
 /// The layer's default body limit; "oversized" goes one byte past it.
 const LIMIT: usize = 64 * 1024;
@@ -399,51 +395,45 @@ fn start_server(path: &str, dir: &std::path::Path) -> Result<(Server, String), S
     Ok((server, addr))
 }
 
+/// Hostile traffic on loopback against a receiver; every answer checked, the server's RSS
+/// reported per round.
+#[derive(Parser, Debug)]
+#[command(name = "hostile", args_override_self = true)]
+struct Cli {
+    /// The receiver binary (the `inspect` example, or any taking its flags).
+    #[arg(long, value_name = "PATH")]
+    server: String,
+    /// Length of each round.
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    seconds: u64,
+    /// How many rounds (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    rounds: u64,
+    /// Keep-alive connections sending the mix of requests.
+    #[arg(long, value_name = "N", default_value_t = 48)]
+    connections: u64,
+    /// Connections that send half a body and stop (the layer must answer 408).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    stalled: u64,
+    /// Connections that send half a body and hang up.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    aborting: u64,
+    /// Fail if the server's RSS after the last round exceeds that after the first by more.
+    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    max_rss_growth_mib: u64,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let known = [
-        "--server",
-        "--seconds",
-        "--rounds",
-        "--connections",
-        "--stalled",
-        "--aborting",
-        "--max-rss-growth-mib",
-    ];
-    let flags = match support::Flags::parse(std::env::args().skip(1), &known) {
-        Ok(flags) => flags,
-        Err(message) => return support::usage_error("hostile", &message, USAGE),
-    };
-    let number = |flag: &str, default: u64| -> Result<u64, String> {
-        flags.one(flag).map_or(Ok(default), |text| {
-            text.parse()
-                .map_err(|_| format!("{flag}: {text:?} is not a number"))
-        })
-    };
-    let parsed = (|| {
-        Ok::<_, String>((
-            flags.required("--server")?.to_owned(),
-            number("--seconds", 10)?,
-            number("--rounds", 3)?.max(1),
-            number("--connections", 48)?,
-            number("--stalled", 16)?,
-            number("--aborting", 4)?,
-            number("--max-rss-growth-mib", 16)?,
-        ))
-    })();
-    let (server_path, seconds, rounds, connections, stalled, aborting, max_growth_mib) =
-        match parsed {
-            Ok(parsed) => parsed,
-            Err(message) => return support::usage_error("hostile", &message, USAGE),
-        };
+    let cli = Cli::parse();
     match run(
-        &server_path,
-        seconds,
-        rounds,
-        connections,
-        stalled,
-        aborting,
-        max_growth_mib,
+        &cli.server,
+        cli.seconds,
+        cli.rounds.max(1),
+        cli.connections,
+        cli.stalled,
+        cli.aborting,
+        cli.max_rss_growth_mib,
     )
     .await
     {

@@ -215,6 +215,15 @@ mod tests {
     }
 
     #[test]
+    fn a_merchant_reports_the_id_it_was_made_with() {
+        assert_eq!(Merchant::new("1900012345").mchid(), "1900012345");
+        assert_eq!(
+            Merchant::new("1900012345").appid("wx1").mchid(),
+            "1900012345"
+        );
+    }
+
+    #[test]
     fn only_success_counts_as_paid() {
         assert!(payment("m", "a", "SUCCESS", 1).check_success().is_ok());
         for state in ["NOTPAY", "CLOSED", "REFUND", "PAYERROR", "success"] {

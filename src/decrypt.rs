@@ -130,3 +130,49 @@ pub(crate) fn decrypt_resource(
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8; 32] = b"0123456789abcdef0123456789abcdef";
+    const NONCE: &str = "0123456789ab";
+
+    fn sealed(plaintext: &[u8]) -> String {
+        let cipher = ResourceCipher::new(KEY).unwrap();
+        let mut buffer = plaintext.to_vec();
+        cipher
+            .seal(NONCE.as_bytes(), b"transaction", &mut buffer)
+            .unwrap();
+        STANDARD.encode(buffer)
+    }
+
+    fn open(ciphertext: &str) -> Result<String, Rejection> {
+        let resource = EncryptedResource {
+            original_type: None,
+            algorithm: Cow::Borrowed(AES_256_GCM),
+            ciphertext: RawText(Cow::Borrowed(ciphertext.as_bytes())),
+            associated_data: Some(Cow::Borrowed("transaction")),
+            nonce: Cow::Borrowed(NONCE),
+        };
+        decrypt_resource(&ResourceCipher::new(KEY).unwrap(), &resource)
+    }
+
+    #[test]
+    fn a_ciphertext_of_exactly_the_tag_is_an_empty_plaintext_not_a_failure() {
+        let tag_only = sealed(b"");
+        assert_eq!(STANDARD.decode(&tag_only).unwrap().len(), TAG_LEN);
+        assert_eq!(open(&tag_only).unwrap(), "");
+        assert_eq!(open(&sealed(b"{}")).unwrap(), "{}");
+    }
+
+    #[test]
+    fn a_ciphertext_shorter_than_the_tag_is_a_decryption_failure() {
+        let tag_only = STANDARD.decode(sealed(b"")).unwrap();
+        let short = STANDARD.encode(&tag_only[..TAG_LEN - 1]);
+        assert_eq!(
+            open(&short).unwrap_err().kind(),
+            RejectionKind::DecryptionFailed
+        );
+    }
+}

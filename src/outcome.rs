@@ -257,6 +257,12 @@ mod tests {
         assert!(retry.to_string().contains("disk full"));
     }
 
+    #[test]
+    fn retry_debug_shows_the_cause() {
+        let retry = Retry::new("queue full");
+        assert_eq!(format!("{retry:?}"), r#"Retry("queue full")"#);
+    }
+
     #[derive(Debug)]
     struct Wrapper(std::io::Error);
     impl fmt::Display for Wrapper {

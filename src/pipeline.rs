@@ -450,3 +450,80 @@ fn looks_like_xml(headers: &HeaderMap) -> bool {
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.to_ascii_lowercase().contains("xml"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `log` logged, at any level, on this thread.
+    fn logged(log: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        // A second dispatcher, alive for good, keeps callsite interest per thread (see
+        // tests/it/support: otherwise another test's thread can cache "disabled").
+        static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        SECOND.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, log);
+        let bytes = captured
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        String::from_utf8(bytes).unwrap_or_default()
+    }
+
+    fn decrypt_failure_log(kind: RejectionKind) -> String {
+        logged(|| {
+            log_decrypt_failure(
+                &Rejection::new(kind, "x"),
+                "envelope-id",
+                "TRANSACTION.SUCCESS",
+                "AEAD_SM4_GCM",
+            );
+        })
+    }
+
+    #[test]
+    fn a_decryption_failure_log_blames_the_actual_cause() {
+        let algorithm = decrypt_failure_log(RejectionKind::UnsupportedAlgorithm);
+        assert!(
+            algorithm.contains("unsupported resource algorithm"),
+            "{algorithm}"
+        );
+        assert!(algorithm.contains("AEAD_SM4_GCM"), "{algorithm}");
+        assert!(!algorithm.contains("APIv3 key"), "{algorithm}");
+
+        let not_utf8 = decrypt_failure_log(RejectionKind::MalformedResource);
+        assert!(not_utf8.contains("not UTF-8"), "{not_utf8}");
+        assert!(!not_utf8.contains("APIv3 key"), "{not_utf8}");
+
+        let wrong_key = decrypt_failure_log(RejectionKind::DecryptionFailed);
+        assert!(
+            wrong_key.contains("APIv3 key is most likely wrong"),
+            "{wrong_key}"
+        );
+        for log in [&algorithm, &not_utf8, &wrong_key] {
+            assert!(log.contains("ERROR"), "{log}");
+            assert!(log.contains("envelope-id"), "{log}");
+        }
+    }
+}

@@ -234,6 +234,75 @@ mod tests {
         assert_eq!(claim(&store, "live", "b").await, Claim::InProgress);
     }
 
+    async fn done(store: &InMemoryStore, key: &str) {
+        assert_eq!(claim(store, key, "t").await, Claim::Claimed);
+        store.complete(key.into(), "t".into(), KEEP).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_small_store_evicts_only_the_done_marker_that_expires_first() {
+        let store = InMemoryStore::with_capacity(3);
+        for key in ["first", "second", "third"] {
+            done(&store, key).await;
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert_eq!(claim(&store, "fourth", "t").await, Claim::Claimed);
+        assert_eq!(store.len(), 3);
+        // The later done markers are still there: their copies are still acknowledged.
+        assert_eq!(claim(&store, "second", "u").await, Claim::Done);
+        assert_eq!(claim(&store, "third", "u").await, Claim::Done);
+        assert_eq!(
+            claim(&store, "first", "u").await,
+            Claim::Claimed,
+            "forgotten"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_store_frees_a_tenth_of_its_capacity_at_once() {
+        let store = InMemoryStore::with_capacity(20);
+        for n in 0..20 {
+            done(&store, &format!("done-{n:02}")).await;
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert_eq!(claim(&store, "new", "t").await, Claim::Claimed);
+        // Two markers (the oldest) went to make room, so the next claims need no sorting.
+        assert_eq!(store.len(), 19);
+        assert_eq!(claim(&store, "done-02", "u").await, Claim::Done);
+        assert_eq!(
+            claim(&store, "done-01", "u").await,
+            Claim::Claimed,
+            "forgotten"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_entries_are_purged_only_when_the_store_is_full() {
+        let store = InMemoryStore::with_capacity(3);
+        assert_eq!(claim(&store, "a", "t").await, Claim::Claimed);
+        tokio::time::advance(LEASE).await;
+        // Room left: no sweep on this claim, the expired claim is still counted.
+        assert_eq!(claim(&store, "b", "t").await, Claim::Claimed);
+        assert_eq!(store.len(), 2);
+        assert!(!store.is_empty());
+        assert_eq!(claim(&store, "c", "t").await, Claim::Claimed);
+        assert_eq!(store.len(), 3);
+        // Full: the sweep drops the expired claim before the new key goes in.
+        assert_eq!(claim(&store, "d", "t").await, Claim::Claimed);
+        assert_eq!(store.len(), 3);
+    }
+
+    #[test]
+    fn a_new_store_is_empty_and_its_debug_shows_size_and_bound() {
+        let store = InMemoryStore::with_capacity(7);
+        assert!(store.is_empty());
+        assert_eq!(store.len(), 0);
+        assert_eq!(
+            format!("{store:?}"),
+            "InMemoryStore { len: 0, capacity: 7 }"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_store_full_of_live_claims_refuses_instead_of_dropping_one() {
         let store = InMemoryStore::with_capacity(2);

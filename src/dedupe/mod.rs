@@ -348,6 +348,116 @@ pub(crate) fn new_token() -> String {
 mod tests {
     use super::*;
 
+    #[derive(Debug)]
+    struct Lost;
+    impl fmt::Display for Lost {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("socket closed")
+        }
+    }
+    impl std::error::Error for Lost {}
+
+    #[derive(Debug)]
+    struct Connection(Lost);
+    impl fmt::Display for Connection {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("connection lost")
+        }
+    }
+    impl std::error::Error for Connection {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_store_error_chain_names_each_cause_once() {
+        let error = StoreError::new(Connection(Lost));
+        let mut chain = vec![error.to_string()];
+        let mut cause = std::error::Error::source(&error);
+        while let Some(next) = cause {
+            chain.push(next.to_string());
+            cause = next.source();
+        }
+        assert_eq!(chain, ["dedupe store: connection lost", "socket closed"]);
+        assert!(
+            std::error::Error::source(&error)
+                .is_some_and(|source| source.downcast_ref::<Lost>().is_some())
+        );
+        let plain = StoreError::new("no answer within 1000 ms");
+        assert_eq!(plain.to_string(), "dedupe store: no answer within 1000 ms");
+        assert!(std::error::Error::source(&plain).is_none());
+    }
+
+    fn guard() -> Dedupe {
+        Dedupe::new(InMemoryStore::new())
+    }
+
+    fn refused(dedupe: &Dedupe) -> Option<&'static str> {
+        match dedupe.validate(Duration::from_secs(5)) {
+            Ok(()) => None,
+            Err(ConfigError::InvalidSetting { setting, .. }) => Some(setting),
+            Err(other) => panic!("expected InvalidSetting, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_default_guard_is_valid_and_keeps_done_markers_past_wechat_pays_retries() {
+        assert_eq!(refused(&guard()), None);
+        // WeChat Pay retries for 24 h 4 min; a done marker must outlive them.
+        assert!(DEFAULT_KEEP_DONE > Duration::from_secs(24 * 3600 + 4 * 60));
+        assert_eq!(DEFAULT_KEEP_DONE, Duration::from_secs(25 * 3600));
+    }
+
+    #[test]
+    fn a_lease_of_one_hour_is_accepted_and_a_second_more_is_refused() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(refused(&guard().lease(hour)), None);
+        assert_eq!(
+            refused(&guard().lease(hour + Duration::from_secs(1))),
+            Some("dedupe lease")
+        );
+    }
+
+    #[test]
+    fn done_markers_are_kept_between_the_lease_and_31_days_inclusive() {
+        let month = Duration::from_secs(31 * 24 * 3600);
+        assert_eq!(refused(&guard().keep_done(month)), None);
+        assert_eq!(
+            refused(&guard().keep_done(month + Duration::from_secs(1))),
+            Some("dedupe keep_done")
+        );
+        let lease = Duration::from_secs(60);
+        assert_eq!(refused(&guard().lease(lease).keep_done(lease)), None);
+        assert_eq!(
+            refused(
+                &guard()
+                    .lease(lease)
+                    .keep_done(lease - Duration::from_secs(1))
+            ),
+            Some("dedupe keep_done")
+        );
+    }
+
+    #[test]
+    fn a_zero_store_timeout_is_refused() {
+        assert_eq!(
+            refused(&guard().store_timeout(Duration::ZERO)),
+            Some("dedupe store_timeout")
+        );
+    }
+
+    #[test]
+    fn the_debug_output_shows_the_settings() {
+        let debug = format!("{:?}", guard().lease(Duration::from_secs(42)));
+        assert!(debug.starts_with("Dedupe {"), "{debug}");
+        assert!(debug.contains("lease: 42s"), "{debug}");
+        assert!(
+            debug.contains("run_handler_on_store_error: false"),
+            "{debug}"
+        );
+    }
+
     #[test]
     fn tokens_are_unique() {
         let tokens: std::collections::HashSet<String> = (0..10_000).map(|_| new_token()).collect();

@@ -66,6 +66,17 @@ async fn probes_are_counted_only_for_a_known_serial() {
 }
 
 #[tokio::test]
+async fn a_probe_log_line_counts_the_probe_it_reports() {
+    let (_guard, logs) = capture_logs();
+    let layer = test_layer();
+    let probe = delivery("TRANSACTION.SUCCESS", &sample_payment()).into_probe();
+    let (answer, _) = send_signed(&layer, probe).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let text = logs.text();
+    assert!(text.contains("probes_seen=1 "), "{text}");
+}
+
+#[tokio::test]
 async fn an_empty_signature_type_means_the_default_type() {
     let signed = delivery("TRANSACTION.SUCCESS", &sample_payment())
         .with_header("wechatpay-signature-type", "");

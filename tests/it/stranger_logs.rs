@@ -77,6 +77,20 @@ async fn a_probe_log_line_counts_the_probe_it_reports() {
 }
 
 #[tokio::test]
+async fn a_json_request_without_signature_headers_is_not_blamed_on_apiv2() {
+    let (_guard, logs) = capture_logs();
+    let unsigned = http::Request::post("/")
+        .header("content-type", "application/json")
+        .body(tower_wechatpay::BufferedBody::new("{}".into()))
+        .unwrap();
+    let (answer, _) = support::send(&test_layer(), unsigned).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let text = logs.text();
+    assert!(text.contains("refused a notification request"), "{text}");
+    assert!(!text.contains("APIv2"), "{text}");
+}
+
+#[tokio::test]
 async fn an_empty_signature_type_means_the_default_type() {
     let signed = delivery("TRANSACTION.SUCCESS", &sample_payment())
         .with_header("wechatpay-signature-type", "");

@@ -533,3 +533,47 @@ async fn redis_store_connect_opens_a_working_store() {
         .unwrap();
     assert_eq!(after, 1);
 }
+
+/// A store that claims, then fails to record the outcome.
+struct WriteFails;
+
+impl DedupeStore for WriteFails {
+    fn claim(&self, _: String, _: String, _: Duration) -> StoreFuture<Claim> {
+        Box::pin(async { Ok(Claim::Claimed) })
+    }
+    fn complete(&self, _: String, _: String, _: Duration) -> StoreFuture<()> {
+        Box::pin(async { Err(StoreError::new("complete: connection reset")) })
+    }
+    fn release(&self, _: String, _: String) -> StoreFuture<()> {
+        Box::pin(async { Err(StoreError::new("release: connection reset")) })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_settle_is_logged_as_a_lost_done_marker_or_a_claim_left_to_expire() {
+    let (_guard, logs) = support::capture_logs();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app = counting(
+        test_layer().dedupe(WriteFails).unwrap(),
+        runs.clone(),
+        |run| match run {
+            0 => Ok(Handled::Done),
+            _ => Err(Retry::new("database down")),
+        },
+    );
+    // The answer is the handler's either way: the store's failure is only logged.
+    assert_eq!(deliver(&app).await.0, StatusCode::NO_CONTENT);
+    let text = logs.text();
+    assert!(text.contains("did not record it"), "{text}");
+    assert!(text.contains("complete: connection reset"), "{text}");
+    assert!(!text.contains("could not release"), "{text}");
+
+    assert_eq!(deliver(&app).await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    let text = logs.text();
+    assert!(
+        text.contains("could not release the dedupe claim"),
+        "{text}"
+    );
+    assert!(text.contains("release: connection reset"), "{text}");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}

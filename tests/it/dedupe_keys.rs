@@ -12,7 +12,9 @@ use axum::routing::post;
 use http::StatusCode;
 use support::{axum_request, capture_logs, test_layer};
 use tower::ServiceExt;
-use tower_wechatpay::test_util::{sample_combine_payment, sample_payment, sample_refund};
+use tower_wechatpay::test_util::{
+    sample_combine_payment, sample_partner_payment, sample_payment, sample_refund,
+};
 use tower_wechatpay::{Dedupe, Handled, InMemoryStore, Notification, Notified, Retry};
 
 /// A router whose handler counts its runs, behind the guard `dedupe`.
@@ -70,6 +72,23 @@ async fn payments_of_two_merchants_with_one_transaction_id_both_run() {
     other_merchant["mchid"] = "1900000999".into();
     deliver(&app, "TRANSACTION.SUCCESS", &sample_payment()).await;
     deliver(&app, "TRANSACTION.SUCCESS", &other_merchant).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn partner_payments_are_keyed_by_sub_merchant_and_transaction_not_by_delivery() {
+    let (app, runs) = counting(Dedupe::new(InMemoryStore::new()));
+    let first = sample_partner_payment();
+    let mut other_sub_merchant = first.clone();
+    other_sub_merchant["sub_mchid"] = "1900000999".into();
+    deliver(&app, "TRANSACTION.SUCCESS", &first).await;
+    deliver(&app, "TRANSACTION.SUCCESS", &other_sub_merchant).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    // A second delivery of the first (a new envelope id) is a copy.
+    assert_eq!(
+        deliver(&app, "TRANSACTION.SUCCESS", &first).await,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 

@@ -522,6 +522,42 @@ async fn a_body_at_the_limit_is_accepted() {
     assert_eq!(answer.status, StatusCode::NO_CONTENT);
 }
 
+/// `signed` as a request that declares `content_length`.
+fn declaring(
+    signed: &SignedNotification,
+    content_length: usize,
+) -> http::Request<tower_wechatpay::BufferedBody> {
+    let (mut parts, body) = signed.clone().into_request().into_parts();
+    parts.headers.insert(
+        http::header::CONTENT_LENGTH,
+        content_length.to_string().parse().unwrap(),
+    );
+    http::Request::from_parts(parts, body)
+}
+
+#[tokio::test]
+async fn a_declared_length_at_the_limit_is_accepted() {
+    let signed = genuine();
+    let layer = test_layer().max_body_size(signed.body.len());
+    let (answer, seen) = send(&layer, declaring(&signed, signed.body.len())).await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    assert_eq!(seen.count(), 1);
+}
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_refused_on_the_header_alone() {
+    // The body itself fits: only the declared length can refuse it, before reading.
+    let signed = genuine();
+    let layer = test_layer().max_body_size(signed.body.len());
+    let (answer, seen) = send(&layer, declaring(&signed, signed.body.len() + 1)).await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        answer.rejection.map(|r| r.kind()),
+        Some(RejectionKind::BodyTooLarge)
+    );
+    assert_eq!(seen.count(), 0);
+}
+
 /// A body that arrives in small chunks with no declared length.
 mod futures_util_free_stream {
     use std::convert::Infallible;

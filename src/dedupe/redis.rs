@@ -13,7 +13,8 @@ use super::{Claim, DedupeStore, StoreError, StoreFuture};
 /// itself after Redis comes back.
 ///
 /// ```no_run
-/// use tower_wechatpay::{Dedupe, RedisStore, WechatPayLayer};
+/// use tower_wechatpay::WechatPayLayer;
+/// use tower_wechatpay::dedupe::{Dedupe, RedisStore};
 /// # async fn f(layer: WechatPayLayer) -> Result<(), Box<dyn std::error::Error>> {
 /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
 /// let layer = layer.dedupe(store);

@@ -24,11 +24,13 @@ use support::{NOW, axum_request, test_layer};
 use tokio::sync::Notify;
 use tower::ServiceExt;
 #[cfg(feature = "redis")]
-use tower_wechatpay::RedisStore;
+use tower_wechatpay::dedupe::RedisStore;
+use tower_wechatpay::dedupe::{
+    Claim, Dedupe, DedupeStore, InMemoryStore, StoreError, StoreFuture, default_key,
+};
 use tower_wechatpay::test_util::{TestSigner, sample_payment, sample_refund};
 use tower_wechatpay::{
-    Claim, Dedupe, DedupeStore, Handled, InMemoryStore, Notification, Notified, Rejection,
-    RejectionKind, Retry, StoreError, StoreFuture, WechatPayLayer, default_key,
+    Handled, Notification, Notified, Rejection, RejectionKind, Retry, WechatPayLayer,
 };
 
 async fn send(app: &Router, request: http::Request<Body>) -> (StatusCode, Option<RejectionKind>) {
@@ -500,7 +502,11 @@ async fn redis_claims_are_atomic_with_leases_and_token_checked_releases() {
     );
     // Done markers live at least 25 h.
     store
-        .complete("k".into(), "b".into(), tower_wechatpay::DEFAULT_KEEP_DONE)
+        .complete(
+            "k".into(),
+            "b".into(),
+            tower_wechatpay::dedupe::Dedupe::DEFAULT_KEEP_DONE,
+        )
         .await
         .unwrap();
     assert_eq!(

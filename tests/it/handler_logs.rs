@@ -12,8 +12,9 @@ use axum::routing::post;
 use http::StatusCode;
 use support::{NOW, test_layer};
 use tower::ServiceExt;
+use tower_wechatpay::models::Transaction;
 use tower_wechatpay::test_util::{TestSigner, sample_payment};
-use tower_wechatpay::{Handled, Notified, Retry, Transaction};
+use tower_wechatpay::{Handled, Notified, Retry};
 
 async fn handler(Notified(payment): Notified<Transaction>) -> Result<Handled, Retry> {
     match payment.out_trade_no.as_str() {

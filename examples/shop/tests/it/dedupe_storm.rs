@@ -21,8 +21,10 @@ use futures_util::StreamExt;
 use http::StatusCode;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{Executor, SqlitePool};
+use tower_wechatpay::dedupe::RedisStore;
+use tower_wechatpay::models::Transaction;
 use tower_wechatpay::test_util::{SignedNotification, TestSigner, sample_payment};
-use tower_wechatpay::{Handled, Notified, RedisStore, Retry, Transaction};
+use tower_wechatpay::{Handled, Notified, Retry};
 
 const INSTANCES: usize = 3;
 const COPIES: usize = 5;

@@ -1,7 +1,8 @@
 //! What the layer logs about handler outcomes: business rejections at warn with the reason,
 //! retries at error with the cause, both with the notification id.
 //!
-//! The only test in this binary (tracing caches callsite interest per process).
+//! Logs are captured per test thread (`support::capture_logs`), so these run beside the
+//! other tests in one binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;

@@ -288,7 +288,7 @@ impl Redis {
     /// A store on this server with [`PATIENT`] connection and response timeouts, its keys
     /// under `prefix`.
     #[cfg(feature = "redis")]
-    pub async fn store(&self, prefix: &str) -> tower_wechatpay::RedisStore {
+    pub async fn store(&self, prefix: &str) -> tower_wechatpay::dedupe::RedisStore {
         use redis::aio::{ConnectionManager, ConnectionManagerConfig};
         let client = redis::Client::open(self.url()).unwrap();
         let config = ConnectionManagerConfig::new()
@@ -299,15 +299,15 @@ impl Redis {
         let connection = ConnectionManager::new_with_config(client, config)
             .await
             .unwrap();
-        tower_wechatpay::RedisStore::new(connection).prefix(prefix)
+        tower_wechatpay::dedupe::RedisStore::new(connection).prefix(prefix)
     }
 
     /// [`Redis::store`] as a guard whose store timeout is [`STORE_TIMEOUT`]: as long as the
     /// answer deadline allows, so a loaded machine does not turn a slow round trip into a
     /// store failure.
     #[cfg(feature = "redis")]
-    pub async fn dedupe(&self, prefix: &str) -> tower_wechatpay::Dedupe {
-        tower_wechatpay::Dedupe::new(self.store(prefix).await).store_timeout(STORE_TIMEOUT)
+    pub async fn dedupe(&self, prefix: &str) -> tower_wechatpay::dedupe::Dedupe {
+        tower_wechatpay::dedupe::Dedupe::new(self.store(prefix).await).store_timeout(STORE_TIMEOUT)
     }
 
     /// Kills the server at once (SIGKILL): what a crash or a network cut looks like.

@@ -31,8 +31,9 @@ use http_body_util::Full;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{Executor, SqlitePool};
 use tokio::sync::watch;
+use tower_wechatpay::models::Transaction;
 use tower_wechatpay::test_util::{SignedNotification, TestSigner, sample_payment};
-use tower_wechatpay::{Handled, Notified, Retry, Transaction};
+use tower_wechatpay::{Handled, Notified, Retry};
 
 const INSTANCES: usize = 3;
 const COPIES: usize = 5;

@@ -13,8 +13,9 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tower_wechatpay::models::Transaction;
 use tower_wechatpay::test_util::{SignedNotification, TestSigner, sample_payment};
-use tower_wechatpay::{Handled, Notified, Retry, Transaction};
+use tower_wechatpay::{Handled, Notified, Retry};
 
 /// The handler: it only ever sees verified, decrypted notifications. `Ok(Handled::Done)`
 /// acknowledges; an error (`?`) would make WeChat Pay retry.

@@ -4,7 +4,9 @@
 //! WeChat Pay resends it.
 //!
 //! ```
-//! use tower_wechatpay::{Handled, Merchant, Retry, Transaction};
+//! use tower_wechatpay::{Handled, Retry};
+//! use tower_wechatpay::checks::Merchant;
+//! use tower_wechatpay::models::Transaction;
 //!
 //! fn check(merchant: &Merchant, payment: &Transaction, order_total: i64) -> Result<(), Handled> {
 //!     merchant.check_payment(payment).map_err(Handled::declined)?;
@@ -14,7 +16,7 @@
 //! }
 //! ```
 
-use crate::event::{PartnerTransaction, Refund, Transaction};
+use crate::models::{PartnerTransaction, Refund, Transaction};
 use crate::outcome::Declined;
 
 /// Who we are: the merchant (and optionally app) id notifications must be addressed to.

@@ -7,7 +7,7 @@ use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 
 use crate::error::{Rejection, RejectionKind};
-use crate::event::{
+use crate::models::{
     CombineTransaction, Event, ModelError, PartnerTransaction, Refund, Transaction,
 };
 use crate::notification::Notification;

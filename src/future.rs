@@ -449,8 +449,9 @@ where
             )))
         }
         Err(error) => {
-            // Whatever the store did with this claim, it is not ours to settle.
-            run.held = None;
+            // The claim may have landed after we stopped waiting: release it (best effort,
+            // token-checked, in the background) so it does not block retries for a lease.
+            release_in_background(pipeline, run.held.take());
             let run_anyway = pipeline
                 .dedupe
                 .as_ref()
@@ -478,6 +479,20 @@ where
                 )))
             }
         }
+    }
+}
+
+/// Releases a claim whose fate we do not know, without holding the answer.
+fn release_in_background(pipeline: &Pipeline, held: Option<Held>) {
+    let (Some(Held { key, token }), Some(dedupe)) = (held, &pipeline.dedupe) else {
+        return;
+    };
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let release = dedupe.bounded(dedupe.store.release(key, token));
+        runtime.spawn(async move {
+            // A failure here changes nothing: the claim then expires with its lease.
+            let _ = release.await;
+        });
     }
 }
 

@@ -18,16 +18,6 @@ use crate::pipeline::{Pipeline, system_clock};
 use crate::reply::SuccessReply;
 use crate::service::WechatPay;
 
-/// The default timestamp window: WeChat Pay's documented five minutes.
-pub const DEFAULT_TIMESTAMP_TOLERANCE: Duration = Duration::from_secs(300);
-/// The default body limit. Real notifications are 1–2 KiB.
-pub const DEFAULT_MAX_BODY_SIZE: usize = 64 * 1024;
-/// The default body timeout: a body must arrive within 3 s (WeChat Pay itself gives up
-/// after 5 s), so a slow or stalled client cannot hold a task and its buffers.
-pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(3);
-/// The default answer deadline, from a request's arrival to its answer: under WeChat
-/// Pay's 5 s, so a slow step gets a clear "retry" instead of a timeout in an unknown state.
-pub const DEFAULT_ANSWER_DEADLINE: Duration = Duration::from_secs(4);
 /// WeChat Pay waits 5 s for an answer; a longer deadline would answer a closed connection.
 const WECHATPAY_WAITS: Duration = Duration::from_secs(5);
 
@@ -64,6 +54,17 @@ pub struct WechatPayLayer {
 }
 
 impl WechatPayLayer {
+    /// The default timestamp window: WeChat Pay's documented five minutes.
+    pub const DEFAULT_TIMESTAMP_TOLERANCE: Duration = Duration::from_secs(300);
+    /// The default body limit. Real notifications are 1–2 KiB.
+    pub const DEFAULT_MAX_BODY_SIZE: usize = 64 * 1024;
+    /// The default body timeout: a body must arrive within 3 s (WeChat Pay itself gives up
+    /// after 5 s), so a slow or stalled client cannot hold a task and its buffers.
+    pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(3);
+    /// The default answer deadline, from a request's arrival to its answer: under WeChat
+    /// Pay's 5 s, so a slow step gets a clear "retry" instead of a timeout in an unknown state.
+    pub const DEFAULT_ANSWER_DEADLINE: Duration = Duration::from_secs(4);
+
     /// A layer that decrypts with this APIv3 key (the 32-character key set in the merchant
     /// platform; its bytes are the AES-256 key) and has no verification keys yet.
     ///
@@ -95,10 +96,10 @@ impl WechatPayLayer {
             pipeline: Arc::new(Pipeline {
                 keys: KeyRing::new(),
                 cipher: Arc::new(cipher),
-                tolerance_secs: DEFAULT_TIMESTAMP_TOLERANCE.as_secs(),
-                max_body_size: DEFAULT_MAX_BODY_SIZE,
-                deadline: DEFAULT_ANSWER_DEADLINE,
-                body_timeout: DEFAULT_BODY_TIMEOUT,
+                tolerance_secs: Self::DEFAULT_TIMESTAMP_TOLERANCE.as_secs(),
+                max_body_size: Self::DEFAULT_MAX_BODY_SIZE,
+                deadline: Self::DEFAULT_ANSWER_DEADLINE,
+                body_timeout: Self::DEFAULT_BODY_TIMEOUT,
                 dedupe: None,
                 clock: system_clock(),
                 success: SuccessReply::default(),
@@ -146,10 +147,10 @@ impl WechatPayLayer {
         })
     }
 
-    /// Installs a [`KeyRefresher`](crate::KeyRefresher) on the key ring: run (bounded)
+    /// Installs a [`KeyRefresher`](crate::refresh::KeyRefresher) on the key ring: run (bounded)
     /// when a notification names a serial the ring does not know. It belongs to the ring,
     /// before or after [`key_ring`](Self::key_ring).
-    pub fn key_refresher(self, refresher: crate::KeyRefresher) -> Self {
+    pub fn key_refresher(self, refresher: crate::refresh::KeyRefresher) -> Self {
         self.pipeline.keys.set_refresher(refresher);
         self
     }

@@ -10,14 +10,14 @@
 //! 2. refuses a timestamp more than the tolerance (300 s) from now, either way (401);
 //! 3. picks the key named by `Wechatpay-Serial` from its [`KeyRing`] (public keys and
 //!    platform certificates at once; an unknown serial may first run a bounded
-//!    [`KeyRefresher`]; still unknown: 401, logged as an error);
+//!    [`KeyRefresher`](refresh::KeyRefresher); still unknown: 401, logged as an error);
 //! 4. reads the body up to the limit (413 beyond it) within the body timeout (408 after
 //!    3 s) and verifies RSA-SHA256 over the exact
 //!    bytes `timestamp\nnonce\nbody\n` (401 on any failure, including WeChat Pay's
 //!    `WECHATPAY/SIGNTEST/` probes, which are counted and logged as probes);
 //! 5. decrypts the AES-256-GCM resource with the APIv3 key. A genuine notification we
 //!    cannot parse or decrypt is ours to fix, so it gets 500 and WeChat Pay retries;
-//! 6. with the [`Dedupe`] guard on, claims the event (a copy already handled is
+//! 6. with the [`Dedupe`](dedupe::Dedupe) guard on, claims the event (a copy already handled is
 //!    acknowledged, one being handled elsewhere gets 500); then reserves the inner service
 //!    (only now: strangers never hold its permits) and calls it with the original body and
 //!    a [`Notification`] in the request extensions;
@@ -45,7 +45,8 @@
 //! use axum::{Router, routing::post};
 //! use http::StatusCode;
 //! use tower::ServiceExt;
-//! use tower_wechatpay::{Event, Handled, Merchant, Notified, Retry, WechatPayLayer};
+//! use tower_wechatpay::{Event, Handled, Notified, Retry, WechatPayLayer};
+//! use tower_wechatpay::checks::Merchant;
 //! # use tower_wechatpay::test_util::{TestSigner, sample_payment, TEST_APIV3_KEY, TEST_PUBLIC_KEY_ID, TEST_PUBLIC_KEY_PEM};
 //!
 //! async fn notified(Notified(event): Notified<Event>) -> Result<Handled, Retry> {
@@ -85,7 +86,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! `Handled`, `Retry`, [`Merchant`] and the other checks work without axum too; the
+//! `Handled`, `Retry`, [`Merchant`](checks::Merchant) and the other checks work without axum too; the
 //! `axum` feature adds `IntoResponse` for the outcomes and the `Notified` extractor.
 //! The whole answer has a deadline ([`WechatPayLayer::answer_deadline`], 4 s from the
 //! request's arrival, under WeChat Pay's 5 s) and a panic in a handler is answered 500,
@@ -93,6 +94,18 @@
 //! install a subscriber (e.g. `tracing_subscriber::fmt().init()`) to see why a request
 //! was refused. Logs that strangers can trigger are rate-limited (the first, then one
 //! line per minute per kind with the count left out).
+//!
+//! # Layout
+//!
+//! The root holds what every receiver uses: the layer and its service
+//! ([`WechatPayLayer`], [`WechatPay`], [`ResponseFuture`], [`BufferedBody`]), the
+//! notification ([`Notification`], [`Event`], and [`Notified`] with the `axum` feature),
+//! the handler outcomes ([`Handled`], [`Retry`], [`Declined`]), the keys ([`KeyRing`]) and
+//! the errors ([`Rejection`], [`RejectionKind`], [`ConfigError`]). The rest has a module
+//! each: [`models`] (the typed resources), [`checks`] (business checks), [`dedupe`] (the
+//! guard and its stores), [`refresh`] (the key refresher) and [`extract`] (the extractor's
+//! trait and rejection). Defaults are associated constants, e.g.
+//! [`WechatPayLayer::DEFAULT_ANSWER_DEADLINE`], [`dedupe::Dedupe::DEFAULT_LEASE`].
 //!
 //! # Order
 //!
@@ -120,22 +133,22 @@
 
 mod backend;
 mod body;
-mod checks;
+pub mod checks;
 mod decrypt;
-mod dedupe;
+pub mod dedupe;
 mod error;
-mod event;
 #[cfg(feature = "axum")]
-mod extract;
+pub mod extract;
 mod future;
 mod key_ring;
 mod layer;
 mod log;
+pub mod models;
 mod notification;
 mod outcome;
 mod pem;
 mod pipeline;
-mod refresh;
+pub mod refresh;
 mod reply;
 mod service;
 mod verify;
@@ -144,32 +157,15 @@ mod verify;
 pub mod test_util;
 
 pub use body::BufferedBody;
-pub use checks::{Merchant, Partner};
-#[cfg(feature = "redis")]
-pub use dedupe::RedisStore;
-pub use dedupe::{
-    Claim, DEFAULT_CAPACITY, DEFAULT_KEEP_DONE, DEFAULT_LEASE, DEFAULT_STORE_TIMEOUT, Dedupe,
-    DedupeStore, InMemoryStore, KeyFn, StoreError, StoreFuture, default_key,
-};
 pub use error::{ConfigError, Rejection, RejectionKind};
-pub use event::{
-    Amount, CombineTransaction, Event, ModelError, PartnerPayer, PartnerTransaction, Payer, Refund,
-    RefundAmount, SceneInfo, SubOrder, SubOrderAmount, Transaction,
-};
 #[cfg(feature = "axum")]
-pub use extract::{FromNotification, Notified, NotifiedRejection};
+pub use extract::Notified;
 pub use future::ResponseFuture;
 pub use key_ring::KeyRing;
-pub use layer::{
-    DEFAULT_ANSWER_DEADLINE, DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE,
-    DEFAULT_TIMESTAMP_TOLERANCE, WechatPayLayer,
-};
+pub use layer::WechatPayLayer;
+pub use models::Event;
 pub use notification::Notification;
 pub use outcome::{Declined, Handled, Retry, into_http_response};
-pub use refresh::{
-    DEFAULT_MIN_REFRESH_INTERVAL, DEFAULT_REFRESH_TIMEOUT, DEFAULT_REFRESH_WAIT, KeyRefresher,
-    RefreshFuture,
-};
 pub use reply::SuccessReply;
 pub use service::WechatPay;
 

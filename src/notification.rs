@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::event::{CombineTransaction, Event, PartnerTransaction, Refund, Transaction};
+use crate::models::{CombineTransaction, Event, PartnerTransaction, Refund, Transaction};
 
 /// A notification whose signature was verified and whose resource was decrypted.
 ///

@@ -7,7 +7,8 @@
 //! acknowledgement, so `?` can never acknowledge by accident.
 //!
 //! ```
-//! use tower_wechatpay::{Declined, Handled, Retry, Transaction};
+//! use tower_wechatpay::{Declined, Handled, Retry};
+//! use tower_wechatpay::models::Transaction;
 //!
 //! # struct Db;
 //! # impl Db { async fn mark_paid(&self, _: &str) -> Result<bool, std::io::Error> { Ok(true) } }

@@ -17,19 +17,6 @@ use tower::BoxError;
 
 use crate::key_ring::KeyRing;
 
-/// How long after a refresh started another one may start: a flood of unknown serials
-/// causes at most one refresh per interval.
-pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
-
-/// How long a request with an unknown serial waits for the refresh before it is answered
-/// 401 (WeChat Pay then resends it; the refresh goes on and the resend finds the key).
-/// Below WeChat Pay's 5 s deadline with the default body timeout added.
-pub const DEFAULT_REFRESH_WAIT: Duration = Duration::from_secs(2);
-
-/// How long one refresh may run before it is abandoned as stuck (its future dropped); a
-/// later unknown serial may then start a new one, after the minimum interval.
-pub const DEFAULT_REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// What a refresher returns.
 pub type RefreshFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
@@ -48,7 +35,8 @@ type RefreshFn = dyn Fn(KeyRing) -> RefreshFuture + Send + Sync;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_wechatpay::{KeyRefresher, KeyRing, WechatPayLayer};
+/// use tower_wechatpay::{KeyRing, WechatPayLayer};
+/// use tower_wechatpay::refresh::KeyRefresher;
 /// # use tower_wechatpay::test_util::{TEST_APIV3_KEY, TEST_CERTIFICATE_PEM};
 ///
 /// # async fn download_platform_certificates() -> Result<Vec<String>, std::io::Error> {
@@ -76,6 +64,19 @@ pub struct KeyRefresher {
 }
 
 impl KeyRefresher {
+    /// How long after a refresh started another one may start: a flood of unknown serials
+    /// causes at most one refresh per interval.
+    pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(60);
+
+    /// How long a request with an unknown serial waits for the refresh before it is answered
+    /// 401 (WeChat Pay then resends it; the refresh goes on and the resend finds the key).
+    /// Below WeChat Pay's 5 s deadline with the default body timeout added.
+    pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(2);
+
+    /// How long one refresh may run before it is abandoned as stuck (its future dropped); a
+    /// later unknown serial may then start a new one, after the minimum interval.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
     /// A refresher that runs `refresh` with the key ring to fill. An error is logged and
     /// counts as a refresh (the interval still applies).
     pub fn new<F, Fut>(refresh: F) -> Self
@@ -85,13 +86,13 @@ impl KeyRefresher {
     {
         Self {
             refresh: Arc::new(move |keys| Box::pin(refresh(keys))),
-            min_interval: DEFAULT_MIN_REFRESH_INTERVAL,
-            max_wait: DEFAULT_REFRESH_WAIT,
-            timeout: DEFAULT_REFRESH_TIMEOUT,
+            min_interval: Self::DEFAULT_MIN_INTERVAL,
+            max_wait: Self::DEFAULT_MAX_WAIT,
+            timeout: Self::DEFAULT_TIMEOUT,
         }
     }
 
-    /// How long one refresh may run (default [`DEFAULT_REFRESH_TIMEOUT`]). Past it the
+    /// How long one refresh may run (default [`Self::DEFAULT_TIMEOUT`]). Past it the
     /// refresh is abandoned (its future dropped) and logged as stuck, so a refresher that
     /// never finishes cannot turn refreshing off for good.
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -100,14 +101,14 @@ impl KeyRefresher {
     }
 
     /// The least time between the starts of two refreshes
-    /// (default [`DEFAULT_MIN_REFRESH_INTERVAL`]).
+    /// (default [`Self::DEFAULT_MIN_INTERVAL`]).
     pub fn min_interval(mut self, interval: Duration) -> Self {
         self.min_interval = interval;
         self
     }
 
     /// How long a request waits for a refresh before it is answered 401
-    /// (default [`DEFAULT_REFRESH_WAIT`]; never longer than what is left of the layer's
+    /// (default [`Self::DEFAULT_MAX_WAIT`]; never longer than what is left of the layer's
     /// answer deadline).
     pub fn max_wait(mut self, wait: Duration) -> Self {
         self.max_wait = wait;

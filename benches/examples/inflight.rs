@@ -21,8 +21,11 @@ use axum::routing::{get, post};
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tower_wechatpay::models::Transaction;
 use tower_wechatpay::test_util::{TestSigner, sample_payment};
-use tower_wechatpay::{DEFAULT_MAX_BODY_SIZE, Handled, Notified, Retry, Transaction};
+use tower_wechatpay::{Handled, Notified, Retry, WechatPayLayer};
+
+const MAX_BODY_SIZE: usize = WechatPayLayer::DEFAULT_MAX_BODY_SIZE;
 
 // Counts the server's live heap, which RSS cannot show: the allocator keeps freed pages.
 #[global_allocator]
@@ -90,9 +93,8 @@ async fn hold(addr: &str, path: &str, connections: usize, pid: &str) -> Result<(
         .timestamp(now)
         .build()
         .map_err(|e| e.to_string())?;
-    let mut head = format!(
-        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {DEFAULT_MAX_BODY_SIZE}\r\n"
-    );
+    let mut head =
+        format!("POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {MAX_BODY_SIZE}\r\n");
     for (name, value) in &signed.headers {
         head.push_str(&format!(
             "{}: {}\r\n",
@@ -101,7 +103,7 @@ async fn hold(addr: &str, path: &str, connections: usize, pid: &str) -> Result<(
         ));
     }
     head.push_str("\r\n");
-    let body = vec![b' '; DEFAULT_MAX_BODY_SIZE - 1];
+    let body = vec![b' '; WechatPayLayer::DEFAULT_MAX_BODY_SIZE - 1];
 
     let mut streams = Vec::with_capacity(connections);
     for chunk in 0..connections.div_ceil(500) {
@@ -130,7 +132,7 @@ async fn hold(addr: &str, path: &str, connections: usize, pid: &str) -> Result<(
     println!(
         "server RSS with {} bodies of {} KiB buffering: {:.1} MiB (peak {:.1} MiB), {:.1} KiB per request",
         streams.len(),
-        DEFAULT_MAX_BODY_SIZE / 1024,
+        WechatPayLayer::DEFAULT_MAX_BODY_SIZE / 1024,
         during as f64 / 1024.0,
         peak as f64 / 1024.0,
         (during.saturating_sub(before)) as f64 / streams.len() as f64

@@ -15,7 +15,7 @@
 //!   the system clock: replay a captured notification hours later.
 //! - `--dedupe memory` (this process) or `--dedupe redis://HOST:PORT/DB` (shared by several
 //!   instances) puts the dedupe guard in front of the printer: a copy of a notification
-//!   already printed (same business event, see `tower_wechatpay::default_key`) is
+//!   already printed (same business event, see `tower_wechatpay::dedupe::default_key`) is
 //!   acknowledged (204) without being printed again.
 //!
 //! Every flag takes `--flag value` or `--flag=value`; `--help` lists them. A bad command
@@ -28,7 +28,8 @@ use std::process::ExitCode;
 use axum::Router;
 use clap::Parser;
 use example_support::KeyArgs;
-use tower_wechatpay::{Dedupe, Handled, InMemoryStore, Notification, Notified, RedisStore, Retry};
+use tower_wechatpay::dedupe::{Dedupe, InMemoryStore, RedisStore};
+use tower_wechatpay::{Handled, Notification, Notified, Retry};
 
 /// Verify, decrypt and print the WeChat Pay notifications that reach you, one JSON line each.
 #[derive(Parser, Debug)]

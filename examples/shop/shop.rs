@@ -33,9 +33,9 @@ use example_support::KeyArgs;
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
-use tower_wechatpay::{
-    Event, Handled, Merchant, Notification, Notified, Refund, Retry, Transaction,
-};
+use tower_wechatpay::checks::Merchant;
+use tower_wechatpay::models::{Refund, Transaction};
+use tower_wechatpay::{Event, Handled, Notification, Notified, Retry};
 
 /// Lock waits end after one second (SQLite's busy timeout, PostgreSQL's lock timeout): well
 /// under WeChat Pay's 5 s, so a locked database becomes a clear retry, not a timeout.

@@ -5,7 +5,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -83,12 +84,35 @@ pub struct Running {
     child: Child,
     pub addr: String,
     pub stdout: BufReader<ChildStdout>,
+    /// Its log (stderr) after `listening on ADDR`, line by line.
+    log: std::sync::Mutex<mpsc::Receiver<String>>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    /// Waits for the next line of the example's log that contains every one of `parts`,
+    /// and returns it; the lines before it are skipped. The wait is bounded by
+    /// [`PATIENT`] (a line that never comes is a bug, not a slow machine): a panic then.
+    pub fn wait_log(&self, parts: &[&str]) -> String {
+        let log = self.log.lock().unwrap();
+        loop {
+            match log.recv_timeout(PATIENT) {
+                Ok(line) if parts.iter().all(|part| line.contains(part)) => return line,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("the example exited before logging {parts:?}")
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("the example did not log {parts:?} within {PATIENT:?}")
+                }
+            }
+        }
     }
 }
 
@@ -100,33 +124,36 @@ pub fn start(name: &str, args: &[String]) -> Running {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
     let stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = stderr.lines();
+    let log = log_lines(child.stderr.take().unwrap());
     let addr = loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("{name} exited before `listening on ADDR`"))
-            .unwrap();
+        let line = log
+            .recv_timeout(READY_WITHIN)
+            .unwrap_or_else(|_| panic!("{name} did not print `listening on ADDR`"));
         if let Some(addr) = line.strip_prefix("listening on ") {
             break addr.trim().to_owned();
         }
     };
-    // Keep draining stderr (the child's log) so it never blocks on a full pipe; echo it
-    // for the test output when asked.
-    let echo = std::env::var_os("EXAMPLE_LOGS").is_some();
-    let tag = name.to_owned();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if echo {
+    // The log goes on to `wait_log` (the drain thread never blocks), echoed for the test
+    // output when asked.
+    let log = if std::env::var_os("EXAMPLE_LOGS").is_some() {
+        let (echoed, receiver) = mpsc::channel();
+        let tag = name.to_owned();
+        std::thread::spawn(move || {
+            for line in log {
                 eprintln!("[{tag}] {line}");
+                let _ = echoed.send(line);
             }
-        }
-    });
+        });
+        receiver
+    } else {
+        log
+    };
     Running {
         child,
         addr,
         stdout,
+        log: std::sync::Mutex::new(log),
     }
 }
 
@@ -205,30 +232,82 @@ pub fn now() -> i64 {
 
 /// A throwaway Redis server for the tests, on a free loopback port: killed and restarted at
 /// will, stopped on drop. Uses Debian's `redis-server`, which `.ci/test` installs.
+///
+/// Nothing here sleeps: a server is ready when it says so on its log ("Ready to accept
+/// connections"), and a server that could not take its port says so by exiting, which ends
+/// its log. Waiting on the log is bounded by [`READY_WITHIN`], a limit that only a broken
+/// `redis-server` reaches, not a slow machine.
 pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: TempDir,
 }
 
+/// How long a starting server (Redis, PostgreSQL) may take to say it is ready: a limit
+/// only a broken server reaches, not a slow machine.
+pub const READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// Budgets for the tests' Redis connections, and the bound on what a test waits for: far
+/// above anything a loaded machine needs, so that only a dead server (refused, reset) fails
+/// an operation and only a bug reaches a bound. The library's own 1 s defaults are for
+/// production, where slow means unavailable; in a test they turn a CPU-starved
+/// `redis-server` into a spurious 500.
+pub const PATIENT: Duration = Duration::from_secs(60);
+
+/// The store timeout of the tests' Redis guards: the longest one the default lease (30 s)
+/// and the longest answer deadline (5 s) allow with room to spare.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(4);
+
 impl Redis {
+    /// A server on a free port. A port that another process takes between our probe and
+    /// the server's bind makes the server exit: then another port is tried.
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut redis = Self {
-            child: None,
-            port,
-            dir: TempDir::new("redis"),
-        };
-        redis.restart();
-        redis
+        let dir = TempDir::new("redis");
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            match spawn_redis(port, &dir) {
+                Ok(child) => {
+                    return Self {
+                        child: Some(child),
+                        port,
+                        dir,
+                    };
+                }
+                // It exited before it was ready; its log says why ("Address already in use").
+                Err(log) => last = log,
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports; last log:\n{last}");
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A store on this server with [`PATIENT`] connection and response timeouts, its keys
+    /// under `prefix`.
+    #[cfg(feature = "redis")]
+    pub async fn store(&self, prefix: &str) -> tower_wechatpay::dedupe::RedisStore {
+        use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+        let client = redis::Client::open(self.url()).unwrap();
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(PATIENT))
+            .set_response_timeout(Some(PATIENT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .unwrap();
+        tower_wechatpay::dedupe::RedisStore::new(connection).prefix(prefix)
+    }
+
+    /// [`Redis::store`] as a guard whose store timeout is [`STORE_TIMEOUT`]: as long as the
+    /// answer deadline allows, so a loaded machine does not turn a slow round trip into a
+    /// store failure.
+    #[cfg(feature = "redis")]
+    pub async fn dedupe(&self, prefix: &str) -> tower_wechatpay::dedupe::Dedupe {
+        tower_wechatpay::dedupe::Dedupe::new(self.store(prefix).await).store_timeout(STORE_TIMEOUT)
     }
 
     /// Kills the server at once (SIGKILL): what a crash or a network cut looks like.
@@ -239,25 +318,15 @@ impl Redis {
         }
     }
 
-    /// Starts the server (again) on the same port, empty: no persistence.
+    /// Starts the server again on the same port, empty: no persistence.
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("cannot start redis-server ({error}): run `.ci/test`, which installs it")
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        match spawn_redis(self.port, &self.dir) {
+            Ok(child) => self.child = Some(child),
+            Err(log) => panic!(
+                "redis-server did not restart on port {} (taken meanwhile?):\n{log}",
+                self.port
+            ),
         }
     }
 }
@@ -265,5 +334,87 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child's log, line by line: read to its end on a thread (so the child never blocks on a
+/// full pipe), each line sent on the returned channel, which disconnects when the log ends
+/// (every process writing it exited). Lines nobody receives are dropped.
+pub fn log_lines(log: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (lines, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(log).lines().map_while(Result::ok) {
+            // Once nobody listens, keep draining.
+            let _ = lines.send(line);
+        }
+    });
+    receiver
+}
+
+/// What a server's log said while it started.
+pub enum Started {
+    /// A line contained the readiness message; the log so far.
+    Ready(String),
+    /// The log ended first (the server exited); the whole log.
+    Exited(String),
+    /// No line for [`READY_WITHIN`]; the log so far.
+    Silent(String),
+}
+
+/// Reads `log` until a line contains `ready`, the log ends, or no line comes for
+/// [`READY_WITHIN`].
+pub fn wait_ready(log: &mpsc::Receiver<String>, ready: &str) -> Started {
+    let mut seen = String::new();
+    loop {
+        match log.recv_timeout(READY_WITHIN) {
+            Ok(line) => {
+                let done = line.contains(ready);
+                seen.push_str(&line);
+                seen.push('\n');
+                if done {
+                    return Started::Ready(seen);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Started::Exited(seen),
+            Err(mpsc::RecvTimeoutError::Timeout) => return Started::Silent(seen),
+        }
+    }
+}
+
+/// Starts `redis-server` on `port` and returns once it is ready, or its log if it exited.
+fn spawn_redis(port: u16, dir: &TempDir) -> Result<Child, String> {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--loglevel", "notice", "--logfile", ""])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!("cannot start redis-server ({error}): run `.ci/test`, which installs it")
+        });
+    let log = log_lines(child.stdout.take().unwrap());
+    match wait_ready(&log, "Ready to accept connections") {
+        Started::Ready(_) => Ok(child),
+        Started::Exited(seen) => {
+            let _ = child.wait();
+            Err(seen)
+        }
+        Started::Silent(seen) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("redis-server was not ready within {READY_WITHIN:?}:\n{seen}");
+        }
     }
 }

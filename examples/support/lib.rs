@@ -1,6 +1,7 @@
 //! What the command-line examples share: the key flags and the layer built from them,
 //! logging, usage errors and serving; with the `harness` feature, what their tests share
-//! (running an example binary and driving it over HTTP, a throwaway Redis).
+//! (running an example binary and driving it over HTTP, a throwaway Redis; with `redis`
+//! too, stores and guards on it).
 
 use std::fmt::Display;
 use std::net::SocketAddr;

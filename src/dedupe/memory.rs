@@ -32,13 +32,13 @@ enum State {
     Done,
 }
 
-/// The default bound: about 100k keys (tens of MiB at most).
-pub const DEFAULT_CAPACITY: usize = 100_000;
-
 impl InMemoryStore {
-    /// A store holding at most [`DEFAULT_CAPACITY`] keys.
+    /// The default bound: about 100k keys (tens of MiB at most).
+    pub const DEFAULT_CAPACITY: usize = 100_000;
+
+    /// A store holding at most [`Self::DEFAULT_CAPACITY`] keys.
     pub fn new() -> Self {
-        Self::with_capacity(DEFAULT_CAPACITY)
+        Self::with_capacity(Self::DEFAULT_CAPACITY)
     }
 
     /// A store holding at most `capacity` keys (at least 1).

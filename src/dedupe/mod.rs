@@ -15,10 +15,10 @@ use std::time::Duration;
 use tower::BoxError;
 
 use crate::error::ConfigError;
-use crate::event::Event;
+use crate::models::Event;
 use crate::notification::Notification;
 
-pub use memory::{DEFAULT_CAPACITY, InMemoryStore};
+pub use memory::InMemoryStore;
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
 
@@ -114,7 +114,8 @@ pub type KeyFn = Arc<dyn Fn(&Notification) -> Option<String> + Send + Sync>;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_wechatpay::{Dedupe, InMemoryStore, WechatPayLayer};
+/// use tower_wechatpay::WechatPayLayer;
+/// use tower_wechatpay::dedupe::{Dedupe, InMemoryStore};
 /// # use tower_wechatpay::test_util::TestSigner;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -135,24 +136,24 @@ pub struct Dedupe {
     pub(crate) run_handler_on_store_error: bool,
 }
 
-/// How long a claim lasts by default: longer than any handler may run (the handler
-/// deadline is 4 s), short enough that a crashed instance's claim is gone by WeChat Pay's
-/// second retry.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
-/// How long done markers are kept by default: WeChat Pay retries for 24 h 4 min.
-pub const DEFAULT_KEEP_DONE: Duration = Duration::from_secs(25 * 60 * 60);
-/// How long one store operation may take before it counts as a store failure.
-pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(1);
-
 impl Dedupe {
+    /// How long a claim lasts by default: longer than any handler may run (the handler
+    /// deadline is 4 s), short enough that a crashed instance's claim is gone by WeChat Pay's
+    /// second retry.
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+    /// How long done markers are kept by default: WeChat Pay retries for 24 h 4 min.
+    pub const DEFAULT_KEEP_DONE: Duration = Duration::from_secs(25 * 60 * 60);
+    /// How long one store operation may take before it counts as a store failure.
+    pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(1);
+
     /// A guard over `store` with the default lease (30 s), done-marker lifetime (25 h),
     /// store timeout (1 s) and key ([`default_key`]).
     pub fn new(store: impl DedupeStore) -> Self {
         Self {
             store: Arc::new(store),
-            lease: DEFAULT_LEASE,
-            keep: DEFAULT_KEEP_DONE,
-            store_timeout: DEFAULT_STORE_TIMEOUT,
+            lease: Self::DEFAULT_LEASE,
+            keep: Self::DEFAULT_KEEP_DONE,
+            store_timeout: Self::DEFAULT_STORE_TIMEOUT,
             key: Arc::new(default_key),
             run_handler_on_store_error: false,
         }
@@ -405,8 +406,9 @@ mod tests {
     fn the_default_guard_is_valid_and_keeps_done_markers_past_wechat_pays_retries() {
         assert_eq!(refused(&guard()), None);
         // WeChat Pay retries for 24 h 4 min; a done marker must outlive them.
-        assert!(DEFAULT_KEEP_DONE > Duration::from_secs(24 * 3600 + 4 * 60));
-        assert_eq!(DEFAULT_KEEP_DONE, Duration::from_secs(25 * 3600));
+        assert!(guard().keep > Duration::from_secs(24 * 3600 + 4 * 60));
+        assert_eq!(guard().keep, Dedupe::DEFAULT_KEEP_DONE);
+        assert_eq!(Dedupe::DEFAULT_KEEP_DONE, Duration::from_secs(25 * 3600));
     }
 
     #[test]

@@ -13,10 +13,11 @@ use super::{Claim, DedupeStore, StoreError, StoreFuture};
 /// itself after Redis comes back.
 ///
 /// ```no_run
-/// use tower_wechatpay::{Dedupe, RedisStore, WechatPayLayer};
+/// use tower_wechatpay::WechatPayLayer;
+/// use tower_wechatpay::dedupe::{Dedupe, RedisStore};
 /// # async fn f(layer: WechatPayLayer) -> Result<(), Box<dyn std::error::Error>> {
 /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
-/// let layer = layer.dedupe(store);
+/// let layer = layer.dedupe(store)?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -51,6 +52,11 @@ return 0
 impl RedisStore {
     /// Connects to `url` (`redis://host:port/db`). Commands time out after 1 s and the
     /// connection is re-established in the background when Redis returns.
+    ///
+    /// The 1 s command timeout matches the guard's default store timeout
+    /// ([`Dedupe::DEFAULT_STORE_TIMEOUT`](super::Dedupe::DEFAULT_STORE_TIMEOUT)) and caps
+    /// a longer [`Dedupe::store_timeout`](super::Dedupe::store_timeout): for a longer one,
+    /// configure a `ConnectionManager` yourself and use [`RedisStore::new`].
     ///
     /// # Errors
     /// If the URL is invalid or Redis cannot be reached now.

@@ -3,8 +3,8 @@
 use http::HeaderMap;
 
 use crate::decrypt::{decrypt_resource, parse_envelope};
-use crate::event::EventKind;
 use crate::layer::WechatPayLayer;
+use crate::models::EventKind;
 use crate::verify::verify_signature;
 
 /// The `Wechatpay-*` checks before the body (header parsing, window, base64, key lookup).

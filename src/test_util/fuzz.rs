@@ -22,9 +22,9 @@ use crate::backend::ResourceCipher;
 use crate::body::BufferedBody;
 use crate::decrypt::{decrypt_resource, parse_envelope};
 use crate::error::ConfigError;
-use crate::event::EventKind;
 use crate::key_ring::KeyRing;
 use crate::layer::WechatPayLayer;
+use crate::models::EventKind;
 use crate::notification::Notification;
 use crate::test_util::{TEST_PUBLIC_KEY_ID, TEST_PUBLIC_KEY_PEM, TestSigner};
 

@@ -7,8 +7,10 @@ use crate::support;
 use std::time::Duration;
 
 use support::test_layer;
+use tower_wechatpay::dedupe::{Dedupe, InMemoryStore};
+use tower_wechatpay::refresh::KeyRefresher;
 use tower_wechatpay::test_util::{TEST_APIV3_KEY, TEST_PUBLIC_KEY_ID, TEST_PUBLIC_KEY_PEM};
-use tower_wechatpay::{ConfigError, Dedupe, InMemoryStore, KeyRefresher, KeyRing, WechatPayLayer};
+use tower_wechatpay::{ConfigError, KeyRing, WechatPayLayer};
 
 fn setting(error: ConfigError) -> &'static str {
     match error {

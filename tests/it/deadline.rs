@@ -18,13 +18,12 @@ use http_body::{Body, Frame};
 use support::{NOW, answer, capture_logs, payment_request, send_signed, test_layer};
 use tokio::time::{Instant, Sleep};
 use tower::{ServiceBuilder, ServiceExt};
+use tower_wechatpay::dedupe::{Claim, Dedupe, DedupeStore, StoreFuture};
+use tower_wechatpay::refresh::KeyRefresher;
 use tower_wechatpay::test_util::{
     TEST_APIV3_KEY, TEST_PUBLIC_KEY_ID, TEST_PUBLIC_KEY_PEM, TestSigner, sample_payment,
 };
-use tower_wechatpay::{
-    BufferedBody, Claim, DEFAULT_ANSWER_DEADLINE, Dedupe, DedupeStore, KeyRefresher, KeyRing,
-    RejectionKind, StoreFuture, WechatPayLayer,
-};
+use tower_wechatpay::{BufferedBody, KeyRing, RejectionKind, WechatPayLayer};
 
 /// A handler that takes `takes` (virtual time) and acknowledges.
 fn slow_handler(
@@ -91,7 +90,7 @@ async fn a_slow_body_leaves_the_handler_only_what_is_left_of_the_deadline() {
         .oneshot(arriving_after(Duration::from_millis(2500)))
         .await
         .unwrap();
-    assert_eq!(started.elapsed(), DEFAULT_ANSWER_DEADLINE);
+    assert_eq!(started.elapsed(), WechatPayLayer::DEFAULT_ANSWER_DEADLINE);
     let answer = answer(response).await;
     assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(
@@ -148,7 +147,7 @@ async fn a_slow_done_marker_write_never_holds_back_the_acknowledgement() {
     let response = service.oneshot(payment_request()).await.unwrap();
     // The handler succeeded at 3.5 s; the write would end at 4.3 s: answered at 4 s.
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    assert_eq!(started.elapsed(), DEFAULT_ANSWER_DEADLINE);
+    assert_eq!(started.elapsed(), WechatPayLayer::DEFAULT_ANSWER_DEADLINE);
     assert!(!store.completed.load(Ordering::SeqCst));
     // The write goes on in the background and lands (at 4.3 s).
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -228,5 +227,5 @@ async fn a_refresh_wait_is_bounded_by_the_answer_deadline() {
     let started = Instant::now();
     let (answer, _) = send_signed(&layer, signed).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(started.elapsed(), DEFAULT_ANSWER_DEADLINE);
+    assert_eq!(started.elapsed(), WechatPayLayer::DEFAULT_ANSWER_DEADLINE);
 }

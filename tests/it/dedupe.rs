@@ -24,11 +24,13 @@ use support::{NOW, axum_request, test_layer};
 use tokio::sync::Notify;
 use tower::ServiceExt;
 #[cfg(feature = "redis")]
-use tower_wechatpay::RedisStore;
+use tower_wechatpay::dedupe::RedisStore;
+use tower_wechatpay::dedupe::{
+    Claim, Dedupe, DedupeStore, InMemoryStore, StoreError, StoreFuture, default_key,
+};
 use tower_wechatpay::test_util::{TestSigner, sample_payment, sample_refund};
 use tower_wechatpay::{
-    Claim, Dedupe, DedupeStore, Handled, InMemoryStore, Notification, Notified, Rejection,
-    RejectionKind, Retry, StoreError, StoreFuture, WechatPayLayer, default_key,
+    Handled, Notification, Notified, Rejection, RejectionKind, Retry, WechatPayLayer,
 };
 
 async fn send(app: &Router, request: http::Request<Body>) -> (StatusCode, Option<RejectionKind>) {
@@ -324,6 +326,62 @@ async fn a_store_that_hangs_is_bounded_by_the_store_timeout() {
     assert_eq!(runs.load(Ordering::SeqCst), 0);
 }
 
+/// Applies every command at once (as Redis does when it got it), but its claim replies
+/// arrive late while `slow` is set: the claim lands although the caller gave up waiting.
+#[derive(Clone)]
+struct SlowReplies {
+    inner: InMemoryStore,
+    slow: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DedupeStore for SlowReplies {
+    fn claim(&self, key: String, token: String, lease: Duration) -> StoreFuture<Claim> {
+        let applied = self.inner.claim(key, token, lease);
+        let slow = self.slow.load(Ordering::SeqCst);
+        Box::pin(async move {
+            let claim = applied.await;
+            if slow {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            claim
+        })
+    }
+    fn complete(&self, key: String, token: String, keep: Duration) -> StoreFuture<()> {
+        self.inner.complete(key, token, keep)
+    }
+    fn release(&self, key: String, token: String) -> StoreFuture<()> {
+        self.inner.release(key, token)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_claim_answered_after_the_store_timeout_is_released_not_left_to_block_retries() {
+    let store = SlowReplies {
+        inner: InMemoryStore::new(),
+        slow: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    };
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app = counting(
+        test_layer()
+            .dedupe(Dedupe::new(store.clone()).store_timeout(Duration::from_millis(300)))
+            .unwrap(),
+        runs.clone(),
+        done,
+    );
+    assert_eq!(
+        deliver(&app).await,
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some(RejectionKind::DedupeUnavailable)
+        )
+    );
+    // WeChat Pay's retry, 15 s later, well inside the 30 s lease: it runs the handler.
+    store.slow.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(deliver(&app).await, (StatusCode::NO_CONTENT, None));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_default_key_is_the_business_event_not_the_delivery() {
     let layer = test_layer();
@@ -444,7 +502,11 @@ async fn redis_claims_are_atomic_with_leases_and_token_checked_releases() {
     );
     // Done markers live at least 25 h.
     store
-        .complete("k".into(), "b".into(), tower_wechatpay::DEFAULT_KEEP_DONE)
+        .complete(
+            "k".into(),
+            "b".into(),
+            tower_wechatpay::dedupe::Dedupe::DEFAULT_KEEP_DONE,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -503,6 +565,7 @@ async fn redis_down_is_a_500_then_the_guard_recovers_after_restart() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn redis_store_connect_opens_a_working_store() {
     // The library's own constructor, with its production timeouts (three connection

@@ -12,10 +12,11 @@ use axum::routing::post;
 use http::StatusCode;
 use support::{axum_request, capture_logs, test_layer};
 use tower::ServiceExt;
+use tower_wechatpay::dedupe::{Dedupe, InMemoryStore};
 use tower_wechatpay::test_util::{
     sample_combine_payment, sample_partner_payment, sample_payment, sample_refund,
 };
-use tower_wechatpay::{Dedupe, Handled, InMemoryStore, Notification, Notified, Retry};
+use tower_wechatpay::{Handled, Notification, Notified, Retry};
 
 /// A router whose handler counts its runs, behind the guard `dedupe`.
 fn counting(dedupe: Dedupe) -> (Router, Arc<AtomicUsize>) {

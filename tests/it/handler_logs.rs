@@ -1,7 +1,8 @@
 //! What the layer logs about handler outcomes: business rejections at warn with the reason,
 //! retries at error with the cause, both with the notification id.
 //!
-//! The only test in this binary (tracing caches callsite interest per process).
+//! Logs are captured per test thread (`support::capture_logs`), so these run beside the
+//! other tests in one binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;
@@ -12,8 +13,9 @@ use axum::routing::post;
 use http::StatusCode;
 use support::{NOW, test_layer};
 use tower::ServiceExt;
+use tower_wechatpay::models::Transaction;
 use tower_wechatpay::test_util::{TestSigner, sample_payment};
-use tower_wechatpay::{Handled, Notified, Retry, Transaction};
+use tower_wechatpay::{Handled, Notified, Retry};
 
 async fn handler(Notified(payment): Notified<Transaction>) -> Result<Handled, Retry> {
     match payment.out_trade_no.as_str() {

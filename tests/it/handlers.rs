@@ -13,10 +13,9 @@ use axum::{Extension, Router};
 use http::StatusCode;
 use support::{axum_request, test_layer};
 use tower::ServiceExt;
+use tower_wechatpay::models::{Refund, Transaction};
 use tower_wechatpay::test_util::{sample_partner_payment, sample_payment, sample_refund};
-use tower_wechatpay::{
-    Event, Handled, Notification, Notified, Refund, Rejection, RejectionKind, Retry, Transaction,
-};
+use tower_wechatpay::{Event, Handled, Notification, Notified, Rejection, RejectionKind, Retry};
 
 fn payment() -> http::Request<Body> {
     axum_request("TRANSACTION.SUCCESS", &sample_payment())
@@ -189,7 +188,10 @@ async fn a_handler_over_the_deadline_is_cancelled_and_answered_500() {
         cancelled.load(Ordering::SeqCst),
         "the handler was cancelled"
     );
-    assert_eq!(started.elapsed(), tower_wechatpay::DEFAULT_ANSWER_DEADLINE);
+    assert_eq!(
+        started.elapsed(),
+        tower_wechatpay::WechatPayLayer::DEFAULT_ANSWER_DEADLINE
+    );
 }
 
 #[tokio::test(start_paused = true)]

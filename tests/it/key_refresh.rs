@@ -12,14 +12,12 @@ use std::time::Duration;
 use http::StatusCode;
 use support::{NOW, capture_logs, send, send_signed};
 use tokio::time::Instant;
+use tower_wechatpay::refresh::KeyRefresher;
 use tower_wechatpay::test_util::{
     SignedNotification, TEST_APIV3_KEY, TEST_CERTIFICATE_PEM, TEST_PUBLIC_KEY_ID,
     TEST_PUBLIC_KEY_PEM, TestSigner, sample_payment,
 };
-use tower_wechatpay::{
-    DEFAULT_MIN_REFRESH_INTERVAL, DEFAULT_REFRESH_WAIT, KeyRefresher, KeyRing, RejectionKind,
-    WechatPayLayer,
-};
+use tower_wechatpay::{KeyRing, RejectionKind, WechatPayLayer};
 
 /// What the refresher does when called (after `delay`), and how often it was called.
 #[derive(Clone, Copy)]
@@ -149,7 +147,7 @@ async fn concurrent_requests_for_a_new_key_share_one_refresh() {
 
 #[tokio::test(start_paused = true)]
 async fn a_flood_of_forged_serials_causes_at_most_one_refresh_per_interval() {
-    assert_eq!(DEFAULT_MIN_REFRESH_INTERVAL, Duration::from_secs(60));
+    assert_eq!(KeyRefresher::DEFAULT_MIN_INTERVAL, Duration::from_secs(60));
     let (counting, refresher) = Counting::refresher(Does::Nothing, Duration::from_millis(200));
     let layer = layer_without_certificate(refresher);
 
@@ -232,7 +230,7 @@ async fn a_failing_refresher_means_401_and_is_logged() {
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_refresher_is_waited_for_at_most_max_wait_and_still_helps_the_resend() {
-    assert_eq!(DEFAULT_REFRESH_WAIT, Duration::from_secs(2));
+    assert_eq!(KeyRefresher::DEFAULT_MAX_WAIT, Duration::from_secs(2));
     let (counting, refresher) = Counting::refresher(Does::AddCertificate, Duration::from_secs(10));
     let layer = layer_without_certificate(refresher);
 
@@ -240,7 +238,7 @@ async fn a_slow_refresher_is_waited_for_at_most_max_wait_and_still_helps_the_res
     let (answer, seen) = send_signed(&layer, signed_with_certificate()).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(seen.count(), 0);
-    assert_eq!(started.elapsed(), DEFAULT_REFRESH_WAIT);
+    assert_eq!(started.elapsed(), KeyRefresher::DEFAULT_MAX_WAIT);
 
     // The refresh was not cancelled with the request: WeChat Pay's resend finds the key.
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -259,7 +257,7 @@ async fn a_panicking_refresher_does_not_hang_requests() {
     let (answer, _) = send_signed(&layer, signed_with_certificate()).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert!(
-        started.elapsed() < DEFAULT_REFRESH_WAIT,
+        started.elapsed() < KeyRefresher::DEFAULT_MAX_WAIT,
         "woken by the panic, not the timeout"
     );
     assert_eq!(counting.calls(), 1);

@@ -122,7 +122,10 @@ async fn an_inner_service_that_never_becomes_ready_is_a_500_at_the_deadline() {
     let service = ServiceBuilder::new().layer(test_layer()).service(mock);
     let started = tokio::time::Instant::now();
     let response = service.oneshot(payment_request()).await.unwrap();
-    assert_eq!(started.elapsed(), tower_wechatpay::DEFAULT_ANSWER_DEADLINE);
+    assert_eq!(
+        started.elapsed(),
+        tower_wechatpay::WechatPayLayer::DEFAULT_ANSWER_DEADLINE
+    );
     let answer = answer(response).await;
     assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(

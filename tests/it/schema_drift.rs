@@ -10,8 +10,9 @@ use axum::routing::post;
 use http::StatusCode;
 use support::{NOW, axum_request, capture_logs, send_signed, test_layer};
 use tower::ServiceExt;
+use tower_wechatpay::models::Transaction;
 use tower_wechatpay::test_util::{SignedNotification, TestSigner, sample_payment};
-use tower_wechatpay::{Event, Handled, Notification, Notified, RejectionKind, Retry, Transaction};
+use tower_wechatpay::{Event, Handled, Notification, Notified, RejectionKind, Retry};
 
 /// A payment whose `amount` went missing: JSON, but not the transaction model.
 const DRIFTED: &str =

@@ -1,8 +1,8 @@
 //! Secrets and payer data never reach `Debug` output or logs, even at TRACE; the logs do
 //! say what an operator needs: envelope id, event type, serial and outcome.
 //!
-//! The only test in this binary: tracing caches callsite interest per process, so a test
-//! logging without a subscriber first would hide events from this one.
+//! Logs are captured per test thread (`support::capture_logs` keeps callsite interest per
+//! thread), so this runs beside the other tests in one binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support;

@@ -89,7 +89,10 @@ async fn a_stalled_body_is_answered_408_at_the_body_timeout() {
         Some(RejectionKind::BodyTimeout)
     );
     assert_eq!(seen.count(), 0);
-    assert_eq!(elapsed, tower_wechatpay::DEFAULT_BODY_TIMEOUT);
+    assert_eq!(
+        elapsed,
+        tower_wechatpay::WechatPayLayer::DEFAULT_BODY_TIMEOUT
+    );
 }
 
 #[tokio::test(start_paused = true)]

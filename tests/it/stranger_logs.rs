@@ -9,8 +9,9 @@ use axum::routing::post;
 use http::StatusCode;
 use support::{NOW, axum_request, capture_logs, delivery, send_signed, test_layer};
 use tower::ServiceExt;
+use tower_wechatpay::models::Transaction;
 use tower_wechatpay::test_util::{TestSigner, sample_payment, sample_refund};
-use tower_wechatpay::{Handled, Notified, Retry, Transaction};
+use tower_wechatpay::{Handled, Notified, Retry};
 
 #[tokio::test]
 async fn a_flood_of_forgeries_logs_one_line_per_kind() {

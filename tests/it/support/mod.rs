@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod example;
+#[cfg(feature = "redis")]
 pub mod redis;
 
 use std::convert::Infallible;
@@ -145,8 +146,7 @@ pub fn axum_request(event_type: &str, resource: &serde_json::Value) -> Request<a
         .map(axum::body::Body::new)
 }
 
-/// Everything logged while the returned guard lives, at TRACE. Keep such a test alone in
-/// its binary: tracing caches callsite interest per process.
+/// Everything logged on this thread while the returned guard lives, at TRACE.
 pub fn capture_logs() -> (tracing::subscriber::DefaultGuard, Captured) {
     // With one scoped subscriber alive, tracing takes it for the only one: a callsite
     // first hit meanwhile on another test's thread (no subscriber there) is then cached as

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tower_wechatpay::{Dedupe, RedisStore};
+use tower_wechatpay::dedupe::{Dedupe, RedisStore};
 
 use super::example::TempDir;
 

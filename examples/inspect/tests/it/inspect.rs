@@ -10,7 +10,9 @@ use std::process::{Command, Output};
 use example_support::harness::{Http, Redis, Running, TempDir, binary, key_flags, now, start};
 use http::StatusCode;
 use serde_json::Value;
-use tower_wechatpay::test_util::{SignedNotification, TestSigner, sample_payment, sample_refund};
+use tower_wechatpay::test_util::{
+    SignedNotification, TestSigner, sample_combine_payment, sample_payment, sample_refund,
+};
 
 /// `inspect --listen 127.0.0.1:0`, the test keys, and `extra` flags.
 fn inspect(dir: &TempDir, extra: &[&str]) -> Running {
@@ -132,6 +134,33 @@ async fn without_dedupe_every_copy_is_printed() {
     assert_eq!(http.notify("/", payment).await, StatusCode::NO_CONTENT);
     assert_eq!(next_line(&mut inspect)["event_type"], "TRANSACTION.SUCCESS");
     assert_eq!(next_line(&mut inspect)["event_type"], "TRANSACTION.SUCCESS");
+}
+
+#[tokio::test]
+async fn dedupe_never_merges_events_whose_ids_collide_across_merchants() {
+    let dir = TempDir::new("inspect-dedupe-collide");
+    let mut inspect = inspect(&dir, &["--dedupe", "memory"]);
+    let http = Http::new(&inspect.addr);
+    // Two merchants' combine payments with one combine_out_trade_no, and two payments of
+    // different merchants with one transaction_id: four events, four lines.
+    let combine = sample_combine_payment();
+    let mut other_combine = combine.clone();
+    other_combine["combine_mchid"] = "1900000999".into();
+    let mut other_payment = sample_payment();
+    other_payment["mchid"] = "1900000999".into();
+    for resource in [&combine, &other_combine, &sample_payment(), &other_payment] {
+        let signed = delivery("TRANSACTION.SUCCESS", resource, now());
+        assert_eq!(http.notify("/", signed).await, StatusCode::NO_CONTENT);
+    }
+    // A refund last, as a marker: every line printed before it is answered is on stdout,
+    // so a merged event shows as a missing line instead of a hang.
+    let marker = delivery("REFUND.SUCCESS", &sample_refund(), now());
+    assert_eq!(http.notify("/", marker).await, StatusCode::NO_CONTENT);
+    let mut printed = 0;
+    while next_line(&mut inspect)["event_type"] != "REFUND.SUCCESS" {
+        printed += 1;
+    }
+    assert_eq!(printed, 4, "every event printed once");
 }
 
 #[tokio::test]

@@ -1,16 +1,23 @@
 //! A throwaway PostgreSQL server for the tests: its own data directory and loopback port,
 //! stopped (and removed) on drop. Uses the Debian `postgresql` package's binaries, which
 //! `.ci/test` installs.
+//!
+//! Nothing here sleeps: the server is ready when its log says "database system is ready to
+//! accept connections" (it then accepts logins too, not only TCP), a server that could not
+//! take its port says so by exiting, which ends its log (then another port is tried), and
+//! it has shut down when its log ends. Every wait is bounded by `READY_WITHIN`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
 
-use example_support::harness::TempDir;
+use example_support::harness::{READY_WITHIN, Started, TempDir, free_port, log_lines, wait_ready};
 
 pub struct Postgres {
     child: Child,
     pub port: u16,
+    /// The server's log after it was ready; it disconnects once every server process exited.
+    log: mpsc::Receiver<String>,
     _dir: TempDir,
 }
 
@@ -56,14 +63,6 @@ fn command(program: PathBuf) -> Command {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Postgres {
     pub fn start() -> Self {
         let bin = bin_dir();
@@ -96,35 +95,23 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let port = free_port();
-        let child = command(bin.join("postgres"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(dir.path())
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-                "-c",
-                "max_connections=200",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Self {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "postgres did not start");
-            std::thread::sleep(Duration::from_millis(50));
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            match spawn(&bin, &data, port, dir.path()) {
+                Ok((child, log)) => {
+                    return Self {
+                        child,
+                        port,
+                        log,
+                        _dir: dir,
+                    };
+                }
+                // It exited before it was ready; its log says why ("Address already in use").
+                Err(log) => last = log,
+            }
         }
-        server
+        panic!("postgres did not start on any of 5 free ports; last log:\n{last}");
     }
 
     pub fn url(&self, database: &str) -> String {
@@ -134,17 +121,10 @@ impl Postgres {
     /// Creates a database and returns its URL.
     pub async fn database(&self, name: &str) -> String {
         use sqlx::{Connection, Executor};
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut admin = loop {
-            match sqlx::PgConnection::connect(&self.url("postgres")).await {
-                Ok(connection) => break connection,
-                // Accepting TCP comes slightly before accepting logins.
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(error) => panic!("cannot connect to postgres: {error}"),
-            }
-        };
+        // The server said it accepts connections (`start`): logins included.
+        let mut admin = sqlx::PgConnection::connect(&self.url("postgres"))
+            .await
+            .unwrap_or_else(|error| panic!("cannot connect to postgres: {error}"));
         admin
             .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .await
@@ -155,18 +135,62 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        // SIGINT: PostgreSQL's fast shutdown, which also ends its worker processes.
+        // SIGINT: PostgreSQL's fast shutdown, which also ends its worker processes. Every
+        // one of them writes the log, so it ends when the last one exited.
         let _ = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+        loop {
+            match self.log.recv_timeout(READY_WITHIN) {
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                // Not down in time: no more patience.
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    break;
+                }
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Starts the server on `port` and returns it with its log once it is ready, or its log if
+/// it exited first.
+fn spawn(
+    bin: &Path,
+    data: &Path,
+    port: u16,
+    socket_dir: &Path,
+) -> Result<(Child, mpsc::Receiver<String>), String> {
+    let mut child = command(bin.join("postgres"))
+        .arg("-D")
+        .arg(data)
+        .args(["-p", &port.to_string(), "-k"])
+        .arg(socket_dir)
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_connections=200",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = log_lines(child.stderr.take().unwrap());
+    match wait_ready(&log, "database system is ready to accept connections") {
+        Started::Ready(_) => Ok((child, log)),
+        Started::Exited(seen) => {
+            let _ = child.wait();
+            Err(seen)
+        }
+        Started::Silent(seen) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("postgres was not ready within {READY_WITHIN:?}:\n{seen}");
+        }
     }
 }

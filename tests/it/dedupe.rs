@@ -115,11 +115,15 @@ async fn a_copy_during_a_run_gets_500_and_the_retry_finds_it_done(layer: WechatP
             )
             .layer(layer)
     };
-    let first = tokio::spawn({
+    let mut first = tokio::spawn({
         let app = app.clone();
         async move { deliver(&app).await }
     });
-    entered.notified().await;
+    // A layer that answers without running the handler fails here instead of hanging.
+    tokio::select! {
+        () = entered.notified() => {}
+        answer = &mut first => panic!("answered {answer:?} without running the handler"),
+    }
     assert_eq!(
         deliver(&app).await,
         (

@@ -50,8 +50,8 @@ export CARGO_TARGET_DIR="${MUTANTS_TARGET_DIR:-${TMPDIR:-/tmp}/tower-wechatpay-m
 export CARGO_PROFILE_DEV_DEBUG=0 CARGO_PROFILE_TEST_DEBUG=0
 export CARGO_TERM_COLOR=never
 
-# The default crypto backend (aws-lc-rs) plus `redis`, without which tests/it does not build
-# (its Redis tests start their own redis-server). Built and run: the library's unit tests and
+# The default crypto backend (aws-lc-rs) plus `redis`, so that the Redis tests in tests/it
+# run too (they start their own redis-server). Built and run: the library's unit tests and
 # tests/it, nothing else (no examples, doc tests or workspace members). They are cargo args
 # (--cargo-arg), not test args after `--`, so that the build phase builds only those too.
 exec cargo mutants \

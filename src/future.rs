@@ -188,8 +188,24 @@ where
     }
 }
 
-// The only `expect`s: polling a finished future is a caller bug, not request data.
-const POLLED_AFTER_COMPLETION: &str = "future polled after completion";
+/// The value in an `Option` a state still holds, or, if the future was polled after it
+/// completed (a caller bug, never request data), a 500 instead of a panic.
+macro_rules! held {
+    ($value:expr) => {
+        match $value {
+            Some(value) => value,
+            None => return Poll::Ready(Ok(polled_after_completion())),
+        }
+    };
+}
+
+fn polled_after_completion() -> Response<BufferedBody> {
+    tracing::error!("a WechatPay response future was polled after it completed (a caller bug)");
+    reply::failure(Rejection::new(
+        RejectionKind::Misconfigured,
+        "future polled after completion",
+    ))
+}
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
@@ -200,19 +216,18 @@ where
 {
     type Output = Result<Response<BufferedBody>, S::Error>;
 
-    #[allow(clippy::expect_used)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
             let next = match this.state.as_mut().project() {
                 StateProj::Answered { response } => {
-                    return Poll::Ready(Ok(response.take().expect(POLLED_AFTER_COMPLETION)));
+                    return Poll::Ready(Ok(held!(response.take())));
                 }
                 StateProj::Refreshing { wait, request } => {
                     if wait.as_mut().poll(cx).is_pending() {
                         ready!(poll_timer(this.timer, *this.deadline, cx));
                     }
-                    let request = request.take().expect(POLLED_AFTER_COMPLETION);
+                    let request = held!(request.take());
                     // Checked again from the start: the refresh may have added the key.
                     match this.pipeline.check_headers(request.headers()) {
                         Ok(checked) => buffering(request, checked, this.pipeline, *this.deadline),
@@ -233,7 +248,7 @@ where
                             None
                         }
                     };
-                    let (parts, checked) = head.take().expect(POLLED_AFTER_COMPLETION);
+                    let (parts, checked) = held!(head.take());
                     match collected {
                         Some(collected) => {
                             opened(this.pipeline, this.run, parts, &checked, collected)
@@ -249,16 +264,16 @@ where
                             Err(StoreError::new("no answer within the answer deadline"))
                         }
                     };
-                    let request = request.take().expect(POLLED_AFTER_COMPLETION);
-                    let run = this.run.as_mut().expect(POLLED_AFTER_COMPLETION);
+                    let request = held!(request.take());
+                    let run = held!(this.run.as_mut());
                     after_claim(this.pipeline, run, request, claimed)
                 }
                 StateProj::Reserving { request } => {
-                    let inner = this.inner.as_mut().expect(POLLED_AFTER_COMPLETION);
-                    let run = this.run.as_ref().expect(POLLED_AFTER_COMPLETION);
+                    let inner = held!(this.inner.as_mut());
+                    let run = held!(this.run.as_ref());
                     match inner.poll_ready(cx) {
                         Poll::Ready(Ok(())) => {
-                            let request = request.take().expect(POLLED_AFTER_COMPLETION);
+                            let request = held!(request.take());
                             // A panic in `call` itself becomes a retry too.
                             match catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
                                 Ok(future) => State::Calling { future },
@@ -281,7 +296,7 @@ where
                     }
                 }
                 StateProj::Calling { future } => {
-                    let run = this.run.as_ref().expect(POLLED_AFTER_COMPLETION);
+                    let run = held!(this.run.as_ref());
                     // A panicking handler becomes a retry; the connection and the server
                     // carry on.
                     let response = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
@@ -298,7 +313,7 @@ where
                     settle(this.pipeline, this.run, response)
                 }
                 StateProj::Settling { settle, response } => {
-                    let operation = settle.as_mut().expect(POLLED_AFTER_COMPLETION);
+                    let operation = held!(settle.as_mut());
                     match operation.as_mut().poll(cx) {
                         Poll::Ready(result) => {
                             if let Err(error) = result {
@@ -311,11 +326,11 @@ where
                             ready!(poll_timer(this.timer, *this.deadline, cx));
                             // The answer must not wait for the store: let the write finish
                             // on its own, and answer now.
-                            let operation = settle.take().expect(POLLED_AFTER_COMPLETION);
+                            let operation = held!(settle.take());
                             finish_in_background(operation, this.run.as_ref());
                         }
                     }
-                    answered(response.take().expect(POLLED_AFTER_COMPLETION))
+                    answered(held!(response.take()))
                 }
             };
             this.state.set(next);

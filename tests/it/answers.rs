@@ -155,3 +155,23 @@ fn the_service_and_future_are_send_and_the_notification_is_shareable() {
     let future = tower::Service::call(&mut service, payment_request());
     assert_send(&future);
 }
+
+#[tokio::test]
+async fn a_future_polled_after_it_completed_answers_500_instead_of_panicking() {
+    use tower::Service;
+    let mut service = tower::ServiceBuilder::new().layer(test_layer()).service_fn(
+        |_: Request<BufferedBody>| async {
+            Ok::<_, Infallible>(Response::new(BufferedBody::empty()))
+        },
+    );
+    let forged = payment_request().map(|_| BufferedBody::new("{}".into()));
+    let mut future = tokio_test::task::spawn(service.call(forged));
+    let first = tokio_test::assert_ready_ok!(future.poll());
+    assert_eq!(first.status(), StatusCode::UNAUTHORIZED);
+    let again = answer(tokio_test::assert_ready_ok!(future.poll())).await;
+    assert_eq!(again.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        again.rejection.map(|r| r.kind()),
+        Some(RejectionKind::Misconfigured)
+    );
+}

@@ -194,6 +194,12 @@ pub struct NotificationBuilder<'a> {
 }
 
 impl NotificationBuilder<'_> {
+    /// The envelope's `create_time` (RFC 3339; default: a fixed time in 2025).
+    pub fn create_time(mut self, create_time: &str) -> Self {
+        self.create_time = create_time.to_owned();
+        self
+    }
+
     /// `Wechatpay-Timestamp` (default: now).
     pub fn timestamp(mut self, unix_seconds: i64) -> Self {
         self.timestamp = Some(unix_seconds);
@@ -332,6 +338,46 @@ impl TestSigner {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let nonce = format!("{:032X}", u128::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         self.sign(body, timestamp, &nonce, &self.serial)
+    }
+
+    /// Signs `body` exactly as given with this signer's serial, the given timestamp and
+    /// nonce: what a simulator needs for a fresh signature on every delivery attempt.
+    ///
+    /// # Errors
+    /// If the backend refuses to sign (never with a parsed RSA key).
+    pub fn sign_body_with_nonce(
+        &self,
+        body: impl Into<Bytes>,
+        timestamp: i64,
+        nonce: &str,
+    ) -> Result<SignedNotification, ConfigError> {
+        self.sign(body, timestamp, nonce, &self.serial)
+    }
+
+    /// Encrypts `plaintext` with this signer's APIv3 key as WeChat Pay encrypts a resource
+    /// (AES-256-GCM, `nonce` and `associated_data` as raw bytes) and returns the base64 of
+    /// ciphertext ‖ tag: the `ciphertext` of a notification or of `/v3/certificates`.
+    ///
+    /// # Errors
+    /// [`ConfigError::TestNotification`] if `nonce` is not 12 bytes.
+    pub fn seal(
+        &self,
+        plaintext: &[u8],
+        nonce: &str,
+        associated_data: &str,
+    ) -> Result<String, ConfigError> {
+        if nonce.len() != NONCE_LEN {
+            return Err(ConfigError::TestNotification {
+                reason: "the nonce must be 12 bytes, the aes-256-gcm nonce length",
+            });
+        }
+        let mut sealed = plaintext.to_vec();
+        self.cipher
+            .seal(nonce.as_bytes(), associated_data.as_bytes(), &mut sealed)
+            .map_err(|_| ConfigError::TestNotification {
+                reason: "aes-256-gcm refused to encrypt",
+            })?;
+        Ok(STANDARD.encode(sealed))
     }
 
     fn sign(

@@ -1,0 +1,1 @@
+//! `wechatpay-sim audit` (tests being written).

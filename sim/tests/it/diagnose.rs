@@ -1,0 +1,1 @@
+//! `wechatpay-sim diagnose` (tests being written).

@@ -1,0 +1,1 @@
+//! `wechatpay-sim send` (tests being written).

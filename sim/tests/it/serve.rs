@@ -1,0 +1,1 @@
+//! `wechatpay-sim serve` (tests being written).

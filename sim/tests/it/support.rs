@@ -1,0 +1,92 @@
+//! What the simulator's tests share: fresh key directories, receivers on free ports, and
+//! running the `wechatpay-sim` binary.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::Router;
+use axum::routing::post;
+use example_support::harness::TempDir;
+use tower_wechatpay::{Handled, Notification, Notified};
+use wechatpay_sim::keys::Keys;
+
+/// One key set per test process (RSA key generation is the slow part), copied into a
+/// fresh directory for each test that asks.
+pub fn keys() -> (TempDir, Keys) {
+    static MADE: OnceLock<Keys> = OnceLock::new();
+    let made = MADE.get_or_init(|| {
+        let scratch =
+            std::env::temp_dir().join(format!("wechatpay-sim-keys-{}", std::process::id()));
+        Keys::generate(&scratch).unwrap()
+    });
+    let dir = TempDir::new("sim-keys");
+    let mut keys = made.clone();
+    keys.dir = dir.path().to_owned();
+    keys.write().unwrap();
+    (dir, keys)
+}
+
+/// Serves `app` on a free loopback port until the test's runtime ends.
+pub async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    addr
+}
+
+/// What a receiver's handler saw: one entry (envelope id, event type) per call.
+pub type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A correct receiver of `keys` (the layer, `Notified<Notification>`, 204) at `/notify`.
+pub async fn healthy_receiver(keys: &Keys) -> (SocketAddr, Seen) {
+    let seen = Seen::default();
+    let layer = keys.receiver_layer().unwrap();
+    let log = Arc::clone(&seen);
+    let app = Router::new()
+        .route(
+            "/notify",
+            post(move |Notified(n): Notified<Notification>| {
+                let log = Arc::clone(&log);
+                async move {
+                    log.lock()
+                        .unwrap()
+                        .push((n.id().to_owned(), n.event_type().to_owned()));
+                    Handled::Done
+                }
+            }),
+        )
+        .route_layer(layer);
+    (serve(app).await, seen)
+}
+
+/// Runs `wechatpay-sim` with `args` to completion (off the async runtime's threads).
+pub async fn sim(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_wechatpay-sim"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// stdout as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// stderr as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `path` as a `&str` for command lines.
+pub fn arg(path: &Path) -> &str {
+    path.to_str().unwrap()
+}

@@ -17,7 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use serde_json::Value;
-use tower_wechatpay::{Event, Notification, RejectionKind, WechatPayLayer};
+use tower_wechatpay::{ConfigError, Event, Notification, RejectionKind, WechatPayLayer};
 
 use crate::cli::DiagnoseArgs;
 use crate::error::{SimError, context};
@@ -74,7 +74,12 @@ impl Receiver {
         self.layer
             .keys()
             .add_public_key(id, pem)
-            .map_err(|error| SimError(error.to_string()))?;
+            .map_err(|error| match error {
+                ConfigError::UnexpectedPem { found, .. } if found == "CERTIFICATE" => {
+                    SimError::new("a certificate, not a public key: pass it with --certificate")
+                }
+                error => SimError(error.to_string()),
+            })?;
         self.public_key_ids.push(id.trim().to_owned());
         Ok(())
     }
@@ -88,7 +93,15 @@ impl Receiver {
             .layer
             .keys()
             .add_certificates(pem)
-            .map_err(|error| SimError(error.to_string()))?;
+            .map_err(|error| match error {
+                ConfigError::UnexpectedPem { found, .. } if found.contains("PUBLIC KEY") => {
+                    SimError::new(
+                        "a public key, not a certificate: pass it with --public-key \
+                         PUB_KEY_ID_…=FILE.pem",
+                    )
+                }
+                error => SimError(error.to_string()),
+            })?;
         self.certificate_serials.extend(serials);
         Ok(())
     }
@@ -178,6 +191,8 @@ pub struct Diagnosis {
     pub verified: bool,
     /// The decrypted resource with payer identifiers redacted (only when it verifies).
     pub resource: Option<Value>,
+    /// Judged at the capture's own time (`--ignore-time`), not now.
+    pub at_capture_time: bool,
 }
 
 impl Diagnosis {
@@ -199,9 +214,7 @@ impl Diagnosis {
 
     /// The steps that failed, in order.
     pub fn failures(&self) -> impl Iterator<Item = &Step> {
-        self.steps
-            .iter()
-            .filter(|step| step.status == Status::Fail)
+        self.steps.iter().filter(|step| step.status == Status::Fail)
     }
 }
 
@@ -212,9 +225,14 @@ impl fmt::Display for Diagnosis {
         }
         writeln!(f)?;
         if self.verified {
+            let when = if self.at_capture_time {
+                " at the time it was signed (--ignore-time)"
+            } else {
+                ""
+            };
             writeln!(
                 f,
-                "verdict: verifies: a receiver holding these keys accepts this notification"
+                "verdict: verifies: a receiver holding these keys accepts this notification{when}"
             )?;
             if let Some(resource) = &self.resource {
                 writeln!(f)?;
@@ -274,7 +292,10 @@ pub fn run(args: &DiagnoseArgs) -> Result<bool, SimError> {
 /// Diagnoses `capture` as `receiver` would receive it at `now` (Unix seconds); with
 /// `ignore_time`, at the capture's own timestamp instead.
 pub fn diagnose(capture: &Capture, receiver: &Receiver, now: i64, ignore_time: bool) -> Diagnosis {
-    let mut diagnosis = Diagnosis::default();
+    let mut diagnosis = Diagnosis {
+        at_capture_time: ignore_time,
+        ..Diagnosis::default()
+    };
     for note in &capture.notes {
         diagnosis.push(Status::Note, "capture", note.clone());
     }
@@ -360,8 +381,7 @@ fn headers_present(diagnosis: &mut Diagnosis, headers: &HeaderMap, body: &[u8]) 
         );
         return true;
     }
-    let text = if missing.len() == required.len() && body.trim_ascii_start().starts_with(b"<xml")
-    {
+    let text = if missing.len() == required.len() && body.trim_ascii_start().starts_with(b"<xml") {
         "no Wechatpay-* headers and an XML body — an APIv2 notification (refunds started by \
          hand in the merchant platform are still sent in v2 XML): tower-wechatpay verifies \
          APIv3 only; receive v2 on a separate endpoint"
@@ -403,10 +423,7 @@ fn signature_type(diagnosis: &mut Diagnosis, headers: &HeaderMap) -> bool {
             } else {
                 "the header was altered on the way: forward it unchanged"
             };
-            diagnosis.fail(
-                "signature type",
-                format!("`{shown}`, not {RSA} — {cause}"),
-            );
+            diagnosis.fail("signature type", format!("`{shown}`, not {RSA} — {cause}"));
             return false;
         }
     }

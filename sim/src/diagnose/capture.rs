@@ -70,14 +70,14 @@ fn parse_json(bytes: &[u8]) -> Result<Capture, SimError> {
         return Err(SimError(NEITHER.to_owned()));
     };
     let Some(given) = fields.get("headers") else {
-        let hint = if fields.contains_key("resource") {
-            ": this looks like the body alone; the diagnosis needs the headers too"
-        } else {
-            ""
-        };
-        return Err(SimError(format!(
-            "the JSON has no `headers`{hint}: {NEITHER}"
-        )));
+        if fields.contains_key("resource") {
+            return Err(SimError::new(
+                "this is the body alone (JSON without `headers`): the diagnosis needs the \
+                 headers too; save the whole request, as raw HTTP or as JSON \
+                 {\"headers\": {…}, \"body\": \"…\"}",
+            ));
+        }
+        return Err(SimError(format!("JSON without `headers`: {NEITHER}")));
     };
     let mut headers = HeaderMap::new();
     match given {
@@ -153,8 +153,11 @@ fn header_text(name: &str, value: &Value) -> Result<String, SimError> {
 fn insert(headers: &mut HeaderMap, name: &str, value: &str) -> Result<(), SimError> {
     let header = HeaderName::from_bytes(name.trim().as_bytes())
         .map_err(|_| SimError(format!("`{name}` is not a valid header name")))?;
-    let value = HeaderValue::from_str(value.trim())
-        .map_err(|_| SimError(format!("header `{name}`: the value holds control characters")))?;
+    let value = HeaderValue::from_str(value.trim()).map_err(|_| {
+        SimError(format!(
+            "header `{name}`: the value holds control characters"
+        ))
+    })?;
     headers.append(header, value);
     Ok(())
 }
@@ -238,9 +241,8 @@ fn parse_http(bytes: &[u8]) -> Result<Capture, SimError> {
                  the headers from the body"
             )));
         };
-        let name = HeaderName::from_bytes(line[..colon].trim_ascii_end()).map_err(|_| {
-            SimError(format!("line {number}: not a valid header name"))
-        })?;
+        let name = HeaderName::from_bytes(line[..colon].trim_ascii_end())
+            .map_err(|_| SimError(format!("line {number}: not a valid header name")))?;
         if let Some((name, value)) = last.take() {
             append(&mut headers, name, &value)?;
         }

@@ -31,10 +31,11 @@ pub struct Candidate {
     pub body: Vec<u8>,
 }
 
-/// The bodies WeChat Pay may have signed, most likely first, each different from `body`
-/// and from each other: the JSON re-serialised compactly (its own key order, WeChat Pay's
-/// field order, sorted keys), each with and without a trailing newline; then the bytes
-/// received without a trailing newline, with one, with CRLF turned into LF, and trimmed.
+/// The bodies WeChat Pay may have signed, the least changed first, each different from
+/// `body` and from each other: the bytes received without a trailing newline, with CRLF
+/// turned into LF, trimmed; the JSON re-serialised compactly (its own key order, WeChat
+/// Pay's field order, sorted keys), each with and without a trailing newline; the bytes
+/// received with a trailing newline.
 pub fn candidates(body: &[u8]) -> Vec<Candidate> {
     let mut made: Vec<Candidate> = Vec::new();
     let mut add = |label: String, bytes: Vec<u8>| {
@@ -42,6 +43,23 @@ pub fn candidates(body: &[u8]) -> Vec<Candidate> {
             made.push(Candidate { label, body: bytes });
         }
     };
+    // The bytes received, barely touched, first: the most precise explanation.
+    let without_newline = body
+        .strip_suffix(b"\r\n")
+        .or_else(|| body.strip_suffix(b"\n"))
+        .unwrap_or(body);
+    add(
+        "the bytes received without the trailing newline".to_owned(),
+        without_newline.to_vec(),
+    );
+    add(
+        "the bytes received with CRLF turned into LF".to_owned(),
+        crlf_to_lf(body),
+    );
+    add(
+        "the bytes received without surrounding whitespace".to_owned(),
+        body.trim_ascii().to_vec(),
+    );
     if let Ok(value) = serde_json::from_slice::<Value>(body) {
         let forms = [
             ("compact JSON in its own key order", value.clone()),
@@ -60,27 +78,11 @@ pub fn candidates(body: &[u8]) -> Vec<Candidate> {
             }
         }
     }
-    let without_newline = body
-        .strip_suffix(b"\r\n")
-        .or_else(|| body.strip_suffix(b"\n"))
-        .unwrap_or(body);
-    add(
-        "the bytes received without the trailing newline".to_owned(),
-        without_newline.to_vec(),
-    );
     let mut with_newline = body.to_vec();
     with_newline.push(b'\n');
     add(
         "the bytes received with a trailing newline".to_owned(),
         with_newline,
-    );
-    add(
-        "the bytes received with CRLF turned into LF".to_owned(),
-        crlf_to_lf(body),
-    );
-    add(
-        "the bytes received without surrounding whitespace".to_owned(),
-        body.trim_ascii().to_vec(),
     );
     made
 }
@@ -165,7 +167,10 @@ mod tests {
     fn a_pretty_printed_body_compacts_back_to_the_original() {
         let value: Value = serde_json::from_str(COMPACT).unwrap();
         let pretty = serde_json::to_string_pretty(&value).unwrap();
-        assert_eq!(labels_for(pretty.as_bytes()), ["compact JSON in its own key order"]);
+        assert_eq!(
+            labels_for(pretty.as_bytes()),
+            ["compact JSON in its own key order"]
+        );
     }
 
     #[test]
@@ -182,7 +187,10 @@ mod tests {
     #[test]
     fn escaped_unicode_and_a_trailing_newline_are_undone() {
         let escaped = COMPACT.replace("支付成功", r"\u652f\u4ed8\u6210\u529f") + "\n";
-        assert_eq!(labels_for(escaped.as_bytes()), ["compact JSON in its own key order"]);
+        assert_eq!(
+            labels_for(escaped.as_bytes()),
+            ["compact JSON in its own key order"]
+        );
         let newline = format!("{COMPACT}\r\n");
         assert_eq!(
             labels_for(newline.as_bytes()),
@@ -195,7 +203,11 @@ mod tests {
         let made = candidates(COMPACT.as_bytes());
         assert!(made.iter().all(|c| c.body != COMPACT.as_bytes()));
         for (i, a) in made.iter().enumerate() {
-            assert!(made[i + 1..].iter().all(|b| b.body != a.body), "{}", a.label);
+            assert!(
+                made[i + 1..].iter().all(|b| b.body != a.body),
+                "{}",
+                a.label
+            );
         }
         assert!(!candidates(b"not json\r\n").is_empty());
     }

@@ -17,8 +17,7 @@ pub fn redact(value: &mut Value) {
                 .and_then(Value::as_str)
                 .is_some_and(|kind| kind.to_ascii_uppercase().contains("OPENID"));
             for (name, inner) in fields.iter_mut() {
-                if name.to_ascii_lowercase().contains("openid") || (personal && name == "account")
-                {
+                if name.to_ascii_lowercase().contains("openid") || (personal && name == "account") {
                     *inner = Value::String(REDACTED.to_owned());
                 } else {
                     redact(inner);
@@ -49,7 +48,10 @@ mod tests {
         redact(&mut value);
         let text = value.to_string();
         for secret in ["o1", "o2", "o3", "o4", "o5", "o6", "o7"] {
-            assert!(!text.contains(&format!("\"{secret}\"")), "{secret} in {text}");
+            assert!(
+                !text.contains(&format!("\"{secret}\"")),
+                "{secret} in {text}"
+            );
         }
         assert_eq!(value["sub_orders"][0]["out_trade_no"], "T1");
         assert_eq!(value["merchant"]["account"], "190001");

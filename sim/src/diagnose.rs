@@ -300,6 +300,24 @@ pub fn diagnose(capture: &Capture, receiver: &Receiver, now: i64, ignore_time: b
         diagnosis.push(Status::Note, "capture", note.clone());
     }
     let headers = &capture.headers;
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok())
+        .and_then(|length| length.trim().parse::<usize>().ok());
+    if capture.format == Format::Json
+        && let Some(declared) = declared
+        && declared != capture.body.len()
+    {
+        diagnosis.push(
+            Status::Note,
+            "capture",
+            format!(
+                "Content-Length says {declared} bytes but the body holds {}: the body was \
+                 changed after it arrived (re-serialised?), or it is not the body received",
+                capture.body.len()
+            ),
+        );
+    }
     if !headers_present(&mut diagnosis, headers, &capture.body)
         || !signature_type(&mut diagnosis, headers)
     {

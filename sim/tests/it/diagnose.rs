@@ -263,8 +263,19 @@ async fn a_pretty_printed_body_is_diagnosed_as_reserialised() {
     let signed = case.signed();
     let value: Value = serde_json::from_slice(&signed.body).unwrap();
     let pretty = serde_json::to_string_pretty(&value).unwrap();
-    let capture = case.write("capture.json", as_json(&signed.with_body(pretty)));
+    // As a framework logs it: the original Content-Length, the body it parsed and re-wrote.
+    let length = signed.body.len().to_string();
+    let logged = signed
+        .with_header("content-length", &length)
+        .with_body(pretty);
+    let capture = case.write("capture.json", as_json(&logged));
     let printed = assert_exit(&case.diagnose(&capture, &[]).await, 1);
+    assert!(
+        printed.contains(&format!(
+            "note  capture: Content-Length says {length} bytes"
+        )),
+        "{printed}"
+    );
     assert!(printed.contains("FAIL  signature:"), "{printed}");
     assert!(
         printed.contains(

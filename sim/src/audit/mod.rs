@@ -315,8 +315,12 @@ pub async fn audit<T: Transport>(
         .send(tamper::post(genuine.attempt()?), ANSWER_WAIT)
         .await;
     if let Err(failure) = &first {
+        let hint = match failure {
+            Failure::Timeout(_) => "WeChat Pay gives up after 5 s",
+            Failure::Connection(_) => "is the receiver running at that URL?",
+        };
         return Err(SimError(format!(
-            "{} did not answer the first request: {failure} (is the receiver running at that URL?)",
+            "{} did not answer the first request: {failure} ({hint})",
             transport.target()
         )));
     }
@@ -604,4 +608,89 @@ fn describe_answer(answer: &Answer) -> String {
         answer.body_excerpt(100)
     };
     format!("{} in {} ms: {body}", answer.status, answer.millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::{HeaderMap, StatusCode};
+
+    use super::*;
+
+    fn answer(status: u16, body: &'static str, millis: u64) -> Result<Answer, Failure> {
+        Ok(Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(body.as_bytes()),
+            latency: Duration::from_millis(millis),
+        })
+    }
+
+    fn sent(check: &'static str, result: Result<Answer, Failure>) -> Sent {
+        Sent { check, result }
+    }
+
+    #[test]
+    fn fail_json_is_an_object_with_string_code_and_message() {
+        assert!(is_fail_json(
+            br#"{"code":"FAIL","message":"bad signature"}"#
+        ));
+        assert!(is_fail_json(br#"{"code":"ERROR","message":"x","extra":1}"#));
+        assert!(!is_fail_json(b"signature error"));
+        assert!(!is_fail_json(br#"{"code":"FAIL"}"#));
+        assert!(!is_fail_json(br#"{"code":401,"message":"x"}"#));
+        assert!(!is_fail_json(br#"["FAIL"]"#));
+    }
+
+    #[test]
+    fn a_plain_text_failure_fails_the_fail_json_check_and_is_named() {
+        let log = [
+            sent(name::GENUINE, answer(204, "", 1)),
+            sent(
+                name::FORGED,
+                answer(401, r#"{"code":"FAIL","message":"x"}"#, 1),
+            ),
+            sent(name::PROBE, answer(401, "signature error", 1)),
+        ];
+        let check = fail_json(&log);
+        assert!(!check.passed);
+        assert!(check.detail.contains("1 of 2"), "{}", check.detail);
+        assert!(check.detail.contains(name::PROBE), "{}", check.detail);
+    }
+
+    #[test]
+    fn no_failure_answer_at_all_is_not_a_pass_for_fail_json() {
+        let log = [sent(name::FORGED, answer(200, "", 1))];
+        assert!(!fail_json(&log).passed);
+    }
+
+    #[test]
+    fn an_answer_after_5_s_or_none_within_the_wait_fails_the_time_limit_and_is_named() {
+        let on_time = [sent(name::GENUINE, answer(204, "", 5000))];
+        assert!(within_limit(&on_time).passed);
+        let late = [
+            sent(name::GENUINE, answer(204, "", 5001)),
+            sent(name::FORGED, Err(Failure::Timeout(ANSWER_WAIT))),
+            sent(name::PROBE, Err(Failure::Connection("reset".to_owned()))),
+        ];
+        let check = within_limit(&late);
+        assert!(!check.passed);
+        assert!(
+            check
+                .detail
+                .contains("genuine payment acknowledged took 5001 ms"),
+            "{}",
+            check.detail
+        );
+        assert!(check.detail.contains("2 of 3"), "{}", check.detail);
+    }
+
+    #[test]
+    fn a_refusal_needs_a_4xx_or_5xx_answer() {
+        assert!(refused(name::FORGED, "", &answer(401, "", 1)).passed);
+        assert!(refused(name::FORGED, "", &answer(503, "", 1)).passed);
+        assert!(!refused(name::FORGED, "", &answer(200, "", 1)).passed);
+        assert!(!refused(name::FORGED, "", &answer(302, "", 1)).passed);
+        assert!(!refused(name::FORGED, "", &Err(Failure::Timeout(ANSWER_WAIT))).passed);
+    }
 }

@@ -204,10 +204,11 @@ pub async fn deliver<T: Transport>(
         if sent.iter().all(Attempt::acknowledged) {
             return Ok(Outcome::Acknowledged { attempts });
         }
-        if attempts == 1 && sent.iter().all(|attempt| attempt.result.is_err()) {
-            if let Some(Err(failure)) = sent.into_iter().next().map(|attempt| attempt.result) {
-                return Ok(Outcome::Unreachable(failure));
-            }
+        if attempts == 1
+            && sent.iter().all(|attempt| attempt.result.is_err())
+            && let Some(Err(failure)) = sent.into_iter().next().map(|attempt| attempt.result)
+        {
+            return Ok(Outcome::Unreachable(failure));
         }
         match gaps.next() {
             Some(gap) => {
@@ -237,9 +238,9 @@ pub fn gap_words(gap: Duration) -> String {
     let secs = gap.as_secs();
     if gap < Duration::from_secs(1) {
         format!("{} ms", gap.as_millis())
-    } else if secs % 3600 == 0 {
+    } else if secs.is_multiple_of(3600) {
         format!("{} h", secs / 3600)
-    } else if secs % 60 == 0 {
+    } else if secs.is_multiple_of(60) {
         format!("{} min", secs / 60)
     } else {
         format!("{secs} s")

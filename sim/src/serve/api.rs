@@ -1,6 +1,7 @@
-//! What every `/v3/…` request goes through, as at WeChat Pay: the `Accept`/`User-Agent`
-//! check, the `Authorization` signature check, the choice of signer, and the signature on
-//! the answer. Also the `Request-ID` every answer carries.
+//! What every `/v3/…` request goes through, as at WeChat Pay: the `Authorization`
+//! signature check, then the `Accept`/`User-Agent` check (so a request without either
+//! header and without a signature is answered 401), the choice of signer, and the
+//! signature on the answer. Also the `Request-ID` every answer carries.
 
 use std::sync::Arc;
 
@@ -114,18 +115,6 @@ pub(super) async fn merchant_api(
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
     let line = format!("{} {target}", parts.method);
-    if !present(&parts.headers, &ACCEPT) || !present(&parts.headers, &USER_AGENT) {
-        server.log.line(format!(
-            "{line} → 400 INVALID_REQUEST: no Accept or User-Agent"
-        ));
-        return Reply::error(
-            StatusCode::BAD_REQUEST,
-            "INVALID_REQUEST",
-            "Http头缺少Accept或User-Agent",
-        )
-        .unsigned()
-        .into_response();
-    }
     let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
         Ok(body) => body,
         Err(_) => {
@@ -144,6 +133,18 @@ pub(super) async fn merchant_api(
             reply.status().as_u16()
         ));
         return reply.into_response();
+    }
+    if !present(&parts.headers, &ACCEPT) || !present(&parts.headers, &USER_AGENT) {
+        server.log.line(format!(
+            "{line} → 400 INVALID_REQUEST: no Accept or User-Agent"
+        ));
+        return Reply::error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "Http头缺少Accept或User-Agent",
+        )
+        .unsigned()
+        .into_response();
     }
     let signer = match choose_signer(&server, &parts.headers) {
         Ok(signer) => signer,

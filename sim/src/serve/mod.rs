@@ -132,7 +132,7 @@ impl Server {
             .map_err(context("making a new platform certificate"))??;
         self.add_platform_certificate(&certificate)?;
         self.log.line(format!(
-            "rotated: new platform certificate {} (answers in certificate mode are signed with it from now on)",
+            "rotated: new platform certificate {} (signing with it from now on; /v3/certificates lists both)",
             certificate.serial
         ));
         Ok(certificate.serial)

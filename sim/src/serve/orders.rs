@@ -171,6 +171,10 @@ impl Fields {
     }
 
     fn text(&self, name: &str) -> Result<Option<String>, Reply> {
+        self.text_up_to(name, 128)
+    }
+
+    fn text_up_to(&self, name: &str, max: usize) -> Result<Option<String>, Reply> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(text)) if text.is_empty() => {
@@ -179,8 +183,8 @@ impl Fields {
             Some(Value::String(text)) if text.chars().any(char::is_control) => Err(param_error(
                 &format!("{name} must not hold control characters"),
             )),
-            Some(Value::String(text)) if text.chars().count() > 128 => Err(param_error(&format!(
-                "{name} is longer than 128 characters"
+            Some(Value::String(text)) if text.chars().count() > max => Err(param_error(&format!(
+                "{name} is longer than {max} characters"
             ))),
             Some(Value::String(text)) => Ok(Some(text.clone())),
             Some(_) => Err(param_error(&format!("{name} must be a string"))),
@@ -233,7 +237,7 @@ impl Fields {
 
     /// The notification to deliver, when `notify_url` is given.
     fn delivery(&self, server: &Server) -> Result<Option<Delivery>, Reply> {
-        let Some(url) = self.text("notify_url")? else {
+        let Some(url) = self.text_up_to("notify_url", 2048)? else {
             return Ok(None);
         };
         let transport = HttpTransport::new(&url)

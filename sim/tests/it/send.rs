@@ -354,7 +354,8 @@ async fn send_delivers_to_a_real_receiver_and_says_acknowledged() {
     );
     let out = stdout(&output);
     assert!(
-        out.lines().any(|l| l.starts_with("attempt 1: 204 No Content in ")),
+        out.lines()
+            .any(|l| l.starts_with("attempt 1: 204 No Content in ")),
         "{out}"
     );
     assert_eq!(out.lines().last(), Some("acknowledged after 1 attempt(s)"));

@@ -710,6 +710,10 @@ async fn a_request_without_accept_or_user_agent_is_invalid() {
         assert_eq!(body["message"], "Http头缺少Accept或User-Agent");
         assert_unsigned(&answer);
     }
+    // Without a signature either, the signature is what is reported.
+    let bare = server.api().raw_get("/v3/certificates", &[], &[]).await;
+    assert_eq!(bare.status, StatusCode::UNAUTHORIZED, "{bare:?}");
+    assert_eq!(bare.json()["code"], "SIGN_ERROR");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -116,6 +116,21 @@ pub struct ServeArgs {
     /// Add a new platform certificate after SECS and sign with it from then on.
     #[arg(long, value_name = "SECS")]
     pub rotate_after: Option<u64>,
+    /// In public-key mode, which of WeChat Pay's answers `GET /v3/certificates` gives.
+    #[arg(long, value_enum, default_value = "not-found")]
+    pub certificates_answer: CertificatesAnswer,
+}
+
+/// What `GET /v3/certificates` answers a merchant that only has the WeChat Pay public key
+/// (all three are seen in the wild).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CertificatesAnswer {
+    /// 404 `RESOURCE_NOT_EXISTS` "无可用的平台证书…", signed with the public key.
+    NotFound,
+    /// 500 `SYSTEM_ERROR` "系统繁忙，请稍后重试", unsigned.
+    SystemError,
+    /// 200 `{"data":[]}`, signed with the public key.
+    Empty,
 }
 
 /// `diagnose --capture FILE --apiv3-key-file F …`.

@@ -63,8 +63,8 @@ pub enum ConfigError {
         /// The subject's common name (the merchant id, for a merchant API certificate).
         subject: String,
     },
-    /// A private key for the test signer could not be parsed.
-    #[cfg(feature = "test-util")]
+    /// A private key (the test signer's, or the merchant API key) could not be parsed.
+    #[cfg(any(feature = "test-util", feature = "client"))]
     InvalidPrivateKey,
     /// The test signer could not build the notification it was asked for.
     #[cfg(feature = "test-util")]
@@ -127,8 +127,11 @@ impl fmt::Display for ConfigError {
                  the platform certificate (from GET /v3/certificates) or the wechat pay public \
                  key (PUB_KEY_ID_…) instead"
             ),
-            #[cfg(feature = "test-util")]
-            Self::InvalidPrivateKey => f.write_str("not a pkcs#8 rsa private key"),
+            #[cfg(any(feature = "test-util", feature = "client"))]
+            Self::InvalidPrivateKey => f.write_str(
+                "not an rsa private key (expected apiclient_key.pem: pkcs#8 \
+                 `-----BEGIN PRIVATE KEY-----` or pkcs#1 `-----BEGIN RSA PRIVATE KEY-----`)",
+            ),
             #[cfg(feature = "test-util")]
             Self::TestNotification { reason } => {
                 write!(f, "cannot build the test notification: {reason}")

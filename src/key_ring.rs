@@ -266,6 +266,31 @@ impl KeyRing {
         Ok(serials)
     }
 
+    /// Adds one platform certificate whatever its validity, silently: for candidate sets
+    /// that only verify an answer (verification still refuses a key outside its validity).
+    #[cfg(feature = "client")]
+    pub(crate) fn insert_certificate(&self, pem: &[u8]) -> Result<String, ConfigError> {
+        let key = parse_certificate(&decode_single_pem(pem, &["CERTIFICATE"], "certificate")?)?;
+        let serial = key.serial.to_string();
+        self.insert_all(vec![key]);
+        Ok(serial)
+    }
+
+    /// Removes every platform certificate whose validity ended before `now` (Unix
+    /// seconds) and returns their serials. Public keys never expire.
+    pub fn remove_expired(&self, now: i64) -> Vec<String> {
+        let mut keys = self.write();
+        let expired: Vec<String> = keys
+            .iter()
+            .filter(|(_, key)| key.validity.is_some_and(|(_, not_after)| now > not_after))
+            .map(|(lookup, _)| lookup.clone())
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|lookup| keys.remove(&lookup).map(|key| key.serial.to_string()))
+            .collect()
+    }
+
     /// Removes the key with this serial or public key id. Returns whether one was there.
     pub fn remove(&self, serial: &str) -> bool {
         let Some(key) = lookup_key(serial) else {
@@ -339,6 +364,21 @@ impl KeyRing {
                 *state = Some(RefreshState::new(refresher));
             }
         }
+    }
+
+    /// A new ring holding the same keys as this one now, without its refresher: for
+    /// checking an answer against a candidate set without touching the shared ring.
+    #[cfg(feature = "client")]
+    pub(crate) fn snapshot(&self) -> KeyRing {
+        let copy = KeyRing::new();
+        {
+            let keys = self.read();
+            let mut theirs = copy.write();
+            for (lookup, key) in keys.iter() {
+                theirs.insert(lookup.clone(), Arc::clone(key));
+            }
+        }
+        copy
     }
 
     /// The refresh a request with an unknown serial should wait for, if one may run.
@@ -425,6 +465,21 @@ impl fmt::Debug for KeyRing {
             .field("refresher", &self.has_refresher())
             .finish()
     }
+}
+
+/// A platform certificate's serial (normalized hex) and validity `(notBefore, notAfter)`
+/// in Unix seconds, without adding it anywhere.
+#[cfg(feature = "client")]
+pub(crate) fn certificate_validity(pem: &[u8]) -> Result<(String, (i64, i64)), ConfigError> {
+    let key = parse_certificate(&decode_single_pem(pem, &["CERTIFICATE"], "certificate")?)?;
+    let validity = key.validity.ok_or(ConfigError::InvalidCertificate)?;
+    Ok((key.serial.to_string(), validity))
+}
+
+/// The form [`KeyRing`] compares certificate serials in (upper-case hex, no leading zeros).
+#[cfg(feature = "client")]
+pub(crate) fn normalized_serial(serial: &str) -> Option<String> {
+    normalize_hex_serial(serial)
 }
 
 /// The map key for a serial: public key ids exactly, certificate serials as normalized hex.

@@ -137,6 +137,8 @@ pub mod checks;
 mod decrypt;
 pub mod dedupe;
 mod error;
+#[cfg(feature = "client")]
+pub mod client;
 #[cfg(feature = "axum")]
 pub mod extract;
 mod future;

@@ -237,7 +237,9 @@ pub struct Refund {
     pub out_refund_no: String,
     /// WeChat Pay's refund id: the refund's identity.
     pub refund_id: String,
-    /// `SUCCESS`, `CLOSED`, `ABNORMAL` (or `PROCESSING`).
+    /// `SUCCESS`, `CLOSED`, `ABNORMAL` (or `PROCESSING`). The refund query names this
+    /// field `status`; both spellings are read here.
+    #[serde(alias = "status")]
     pub refund_status: String,
     /// RFC 3339 refund time, on success only.
     pub success_time: Option<String>,

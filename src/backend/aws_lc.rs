@@ -70,12 +70,23 @@ impl ResourceCipher {
     }
 }
 
-/// An RSA private key for the test signer.
-#[cfg(feature = "test-util")]
+/// An RSA private key: the test signer's, or the merchant's for the API client.
+#[cfg(any(feature = "test-util", feature = "client"))]
 pub(crate) struct SigningKey(aws_lc_rs::rsa::KeyPair);
 
-#[cfg(feature = "test-util")]
+#[cfg(any(feature = "test-util", feature = "client"))]
 impl SigningKey {
+    pub(crate) fn from_pkcs1_der(der: &[u8]) -> Result<Self, CryptoError> {
+        aws_lc_rs::rsa::KeyPair::from_der(der)
+            .map(Self)
+            .map_err(|_| CryptoError)
+    }
+
+    /// The modulus size in bits.
+    pub(crate) fn bits(&self) -> usize {
+        self.0.public_modulus_len() * 8
+    }
+
     pub(crate) fn from_pkcs8_der(der: &[u8]) -> Result<Self, CryptoError> {
         aws_lc_rs::rsa::KeyPair::from_pkcs8(der)
             .map(Self)

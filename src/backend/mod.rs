@@ -18,7 +18,7 @@ compile_error!(
 
 #[cfg(feature = "aws-lc-rs")]
 mod aws_lc;
-#[cfg(all(feature = "aws-lc-rs", feature = "test-util"))]
+#[cfg(all(feature = "aws-lc-rs", any(feature = "test-util", feature = "client")))]
 pub(crate) use aws_lc::SigningKey;
 #[cfg(feature = "aws-lc-rs")]
 pub(crate) use aws_lc::{ResourceCipher, VerifyingKey};
@@ -28,7 +28,7 @@ mod rust_crypto;
 #[cfg(all(
     feature = "rustcrypto",
     not(feature = "aws-lc-rs"),
-    feature = "test-util"
+    any(feature = "test-util", feature = "client")
 ))]
 pub(crate) use rust_crypto::SigningKey;
 #[cfg(all(feature = "rustcrypto", not(feature = "aws-lc-rs")))]

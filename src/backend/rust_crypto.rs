@@ -89,12 +89,25 @@ impl ResourceCipher {
     }
 }
 
-/// An RSA private key for the test signer.
-#[cfg(feature = "test-util")]
+/// An RSA private key: the test signer's, or the merchant's for the API client.
+#[cfg(any(feature = "test-util", feature = "client"))]
 pub(crate) struct SigningKey(pkcs1v15::SigningKey<Sha256>);
 
-#[cfg(feature = "test-util")]
+#[cfg(any(feature = "test-util", feature = "client"))]
 impl SigningKey {
+    pub(crate) fn from_pkcs1_der(der: &[u8]) -> Result<Self, CryptoError> {
+        use rsa::pkcs1::DecodeRsaPrivateKey;
+        rsa::PrivateKey::from_pkcs1_der(der)
+            .map(|key| Self(pkcs1v15::SigningKey::new(key)))
+            .map_err(|_| CryptoError)
+    }
+
+    /// The modulus size in bits.
+    pub(crate) fn bits(&self) -> usize {
+        use rsa::traits::PublicKeyParts;
+        self.0.as_ref().size() * 8
+    }
+
     pub(crate) fn from_pkcs8_der(der: &[u8]) -> Result<Self, CryptoError> {
         use rsa::pkcs8::DecodePrivateKey;
         rsa::PrivateKey::from_pkcs8_der(der)

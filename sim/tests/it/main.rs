@@ -8,6 +8,7 @@
 )]
 
 mod audit;
+mod client;
 mod diagnose;
 mod keys;
 mod send;

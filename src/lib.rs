@@ -136,11 +136,11 @@
 mod backend;
 mod body;
 pub mod checks;
+#[cfg(feature = "client")]
+pub mod client;
 mod decrypt;
 pub mod dedupe;
 mod error;
-#[cfg(feature = "client")]
-pub mod client;
 #[cfg(feature = "axum")]
 pub mod extract;
 mod future;

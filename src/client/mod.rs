@@ -500,12 +500,12 @@ where
     /// One signed request; a non-2xx answer becomes [`ClientError::Api`].
     async fn send(&self, method: &Method, target: &str, body: Bytes) -> Result<Raw, ClientError> {
         let shared = &self.shared;
-        let uri: Uri = format!("{}{target}", shared.base)
-            .parse()
-            .map_err(|_| ClientError::InvalidArgument {
+        let uri: Uri = format!("{}{target}", shared.base).parse().map_err(|_| {
+            ClientError::InvalidArgument {
                 name: "request target",
                 reason: "does not make a valid url with the base url",
-            })?;
+            }
+        })?;
         let signed_target = uri.path_and_query().map_or("/", |pq| pq.as_str());
         let authorization = sign::authorization(
             &shared.key,

@@ -118,7 +118,10 @@ async fn main() -> ExitCode {
                 (None, Some(id)) => OrderQuery::TransactionId(id.clone()),
                 (None, None) => return usage_error("give --out-trade-no or --transaction-id"),
             };
-            client.query_order(&query).await.map(|answer| print_line(&answer.body))
+            client
+                .query_order(&query)
+                .await
+                .map(|answer| print_line(&answer.body))
         }
         Command::Refund { out_refund_no } => client
             .query_refund_answer(&RefundQuery::new(out_refund_no))
@@ -205,8 +208,16 @@ fn failed(cli: &Cli, error: &ClientError) -> ExitCode {
             eprintln!(
                 "error: wechat pay refused the request: HTTP status {}, code {}, message {}",
                 api.status.as_u16(),
-                if api.code.is_empty() { "(none)" } else { &api.code },
-                if api.message.is_empty() { "(none)" } else { &api.message },
+                if api.code.is_empty() {
+                    "(none)"
+                } else {
+                    &api.code
+                },
+                if api.message.is_empty() {
+                    "(none)"
+                } else {
+                    &api.message
+                },
             );
             if let Some(id) = &api.request_id {
                 eprintln!("request-id: {id}");

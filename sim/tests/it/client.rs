@@ -101,12 +101,17 @@ fn client_with<S>(
     adjust: impl FnOnce(ClientBuilder) -> ClientBuilder,
     service: S,
 ) -> Client<S> {
-    let builder = Client::builder(&keys.mchid, &keys.merchant_serial, &keys.merchant_key_pem, ring)
-        .unwrap()
-        .base_url(&format!("http://{addr}"))
-        .unwrap()
-        .api_v3_key(&keys.api_v3_key)
-        .unwrap();
+    let builder = Client::builder(
+        &keys.mchid,
+        &keys.merchant_serial,
+        &keys.merchant_key_pem,
+        ring,
+    )
+    .unwrap()
+    .base_url(&format!("http://{addr}"))
+    .unwrap()
+    .api_v3_key(&keys.api_v3_key)
+    .unwrap();
     adjust(builder).build_with_service(service)
 }
 
@@ -114,7 +119,8 @@ fn client_with<S>(
 fn full_ring(keys: &Keys) -> KeyRing {
     let ring = KeyRing::new();
     ring.add_certificate(&keys.platform.cert_pem).unwrap();
-    ring.add_public_key(&keys.public_key_id, &keys.public_key_pem).unwrap();
+    ring.add_public_key(&keys.public_key_id, &keys.public_key_pem)
+        .unwrap();
     ring
 }
 
@@ -195,7 +201,8 @@ fn flaky_service(
 
 fn test_ring() -> KeyRing {
     let ring = KeyRing::new();
-    ring.add_public_key(TEST_PUBLIC_KEY_ID, TEST_PUBLIC_KEY_PEM).unwrap();
+    ring.add_public_key(TEST_PUBLIC_KEY_ID, TEST_PUBLIC_KEY_PEM)
+        .unwrap();
     ring
 }
 
@@ -205,7 +212,8 @@ async fn signed_requests_are_accepted_and_public_key_answers_verified() {
     let (addr, _server) = api(&keys, ServeMode::PublicKey, CertificatesAnswer::NotFound).await;
     let order = pay(addr, json!({"out_trade_no": "PK1", "amount": 1})).await;
     let ring = KeyRing::new();
-    ring.add_public_key(&keys.public_key_id, &keys.public_key_pem).unwrap();
+    ring.add_public_key(&keys.public_key_id, &keys.public_key_pem)
+        .unwrap();
     let client = client_with(
         &keys,
         addr,
@@ -214,7 +222,9 @@ async fn signed_requests_are_accepted_and_public_key_answers_verified() {
         https_transport(Duration::from_secs(5)).unwrap(),
     );
     let answer = client
-        .query_order(&OrderQuery::TransactionId(order["transaction_id"].as_str().unwrap().into()))
+        .query_order(&OrderQuery::TransactionId(
+            order["transaction_id"].as_str().unwrap().into(),
+        ))
         .await
         .unwrap();
     assert_eq!(answer.serial, keys.public_key_id);
@@ -239,8 +249,16 @@ async fn a_wrong_merchant_key_is_a_typed_sign_error_with_what_was_signed() {
     assert_eq!(api.code, "SIGN_ERROR");
     let info = api.sign_information().expect("sign_information");
     assert_eq!(info["method"], "GET");
-    assert_eq!(info["url"], "/v3/pay/transactions/out-trade-no/NONE?mchid=".to_owned() + &keys.mchid);
-    assert!(info["truncated_sign_message"].as_str().unwrap().starts_with("GET\n/v3/pay/"));
+    assert_eq!(
+        info["url"],
+        "/v3/pay/transactions/out-trade-no/NONE?mchid=".to_owned() + &keys.mchid
+    );
+    assert!(
+        info["truncated_sign_message"]
+            .as_str()
+            .unwrap()
+            .starts_with("GET\n/v3/pay/")
+    );
     assert!(api.request_id.is_some());
 }
 
@@ -257,12 +275,21 @@ async fn an_answer_changed_by_one_byte_is_refused() {
             let (parts, body) = response.into_parts();
             let mut body = body.collect().await?.to_bytes().to_vec();
             // "amount":100 → "amount":101 (or any one byte, same length).
-            let at = body.windows(3).position(|w| w == b"100").unwrap_or(body.len() / 2);
+            let at = body
+                .windows(3)
+                .position(|w| w == b"100")
+                .unwrap_or(body.len() / 2);
             body[at + 2] ^= 1;
             Ok::<_, BoxError>(Response::from_parts(parts, Full::new(Bytes::from(body))))
         }
     });
-    let client = client_with(&keys, addr, full_ring(&keys), |b| b.retries(0).unwrap(), tampering);
+    let client = client_with(
+        &keys,
+        addr,
+        full_ring(&keys),
+        |b| b.retries(0).unwrap(),
+        tampering,
+    );
     let error = client
         .query_order_by_out_trade_no(order["out_trade_no"].as_str().unwrap())
         .await
@@ -271,7 +298,10 @@ async fn an_answer_changed_by_one_byte_is_refused() {
         panic!("{error:?}")
     };
     assert!(not_verified.reason.contains("signature"), "{not_verified}");
-    assert_eq!(not_verified.serial.as_deref(), Some(keys.platform.serial.as_str()));
+    assert_eq!(
+        not_verified.serial.as_deref(),
+        Some(keys.platform.serial.as_str())
+    );
 }
 
 #[tokio::test]
@@ -280,12 +310,19 @@ async fn a_download_with_the_certificate_already_held_verifies_with_the_ring() {
     let (addr, _server) = api(&keys, ServeMode::Certificate, CertificatesAnswer::NotFound).await;
     let ring = KeyRing::new();
     ring.add_certificate(&keys.platform.cert_pem).unwrap();
-    let certificates = client(&keys, addr, ring.clone()).download_certificates().await.unwrap();
+    let certificates = client(&keys, addr, ring.clone())
+        .download_certificates()
+        .await
+        .unwrap();
     assert_eq!(certificates.len(), 1);
     assert_eq!(certificates[0].serial_no, keys.platform.serial);
     assert!(!certificates[0].effective_time.is_empty());
     assert!(!certificates[0].expire_time.is_empty());
-    assert_eq!(ring.len(), 1, "a download adds nothing to the ring by itself");
+    assert_eq!(
+        ring.len(),
+        1,
+        "a download adds nothing to the ring by itself"
+    );
 }
 
 #[tokio::test]
@@ -298,7 +335,8 @@ async fn public_key_only_answers_are_an_empty_list_not_an_error() {
     ] {
         let (addr, _server) = api(&keys, ServeMode::PublicKey, answer).await;
         let ring = KeyRing::new();
-        ring.add_public_key(&keys.public_key_id, &keys.public_key_pem).unwrap();
+        ring.add_public_key(&keys.public_key_id, &keys.public_key_pem)
+            .unwrap();
         let client = client_with(
             &keys,
             addr,
@@ -334,9 +372,15 @@ async fn a_server_that_never_answers_times_out_within_the_configured_time() {
         https_transport(Duration::from_secs(5)).unwrap(),
     );
     let started = std::time::Instant::now();
-    let error = client.query_order_by_transaction_id("4200").await.unwrap_err();
+    let error = client
+        .query_order_by_transaction_id("4200")
+        .await
+        .unwrap_err();
     let elapsed = started.elapsed();
-    assert!(matches!(error, ClientError::Timeout(l) if l == limit), "{error:?}");
+    assert!(
+        matches!(error, ClientError::Timeout(l) if l == limit),
+        "{error:?}"
+    );
     assert!(elapsed < limit + Duration::from_secs(2), "{elapsed:?}");
 }
 
@@ -355,20 +399,34 @@ async fn a_refused_connection_is_a_transport_error_after_bounded_retries() {
         |b| b.retries(2).unwrap(),
         counting_transport(Arc::clone(&count)),
     );
-    let error = client.query_order_by_transaction_id("4200").await.unwrap_err();
+    let error = client
+        .query_order_by_transaction_id("4200")
+        .await
+        .unwrap_err();
     assert!(matches!(error, ClientError::Transport(_)), "{error:?}");
     assert!(error.is_retryable());
-    assert_eq!(count.load(Ordering::SeqCst), 3, "the first attempt and 2 retries");
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        3,
+        "the first attempt and 2 retries"
+    );
 }
 
 #[tokio::test]
 async fn direct_orders_are_queried_by_either_number() {
     let (_dir, keys) = keys();
     let (addr, _server) = api(&keys, ServeMode::Both, CertificatesAnswer::NotFound).await;
-    let order = pay(addr, json!({"out_trade_no": "BOTH1", "amount": 250, "attach": "x"})).await;
+    let order = pay(
+        addr,
+        json!({"out_trade_no": "BOTH1", "amount": 250, "attach": "x"}),
+    )
+    .await;
     let client = client(&keys, addr, full_ring(&keys));
     let transaction_id = order["transaction_id"].as_str().unwrap();
-    let by_id = client.query_order_by_transaction_id(transaction_id).await.unwrap();
+    let by_id = client
+        .query_order_by_transaction_id(transaction_id)
+        .await
+        .unwrap();
     assert_eq!(by_id.out_trade_no, "BOTH1");
     assert_eq!(by_id.amount.total, 250);
     match client.query_order_by_out_trade_no("BOTH1").await.unwrap() {
@@ -411,7 +469,10 @@ async fn partner_orders_are_queried_with_the_sub_merchant() {
         .query_partner_order_by_out_trade_no("1900000999", "SUB1")
         .await
         .unwrap_err();
-    assert_eq!(other_sub.api().map(|api| api.code.as_str()), Some("ORDER_NOT_EXIST"));
+    assert_eq!(
+        other_sub.api().map(|api| api.code.as_str()),
+        Some("ORDER_NOT_EXIST")
+    );
 }
 
 #[tokio::test]
@@ -429,8 +490,14 @@ async fn a_refund_is_queried_and_its_status_read() {
     assert_eq!(refund.out_refund_no, "R-1");
     assert_eq!(refund.refund_status, "SUCCESS");
     assert_eq!(refund.amount.refund, 200);
-    let missing = client.query_refund(&RefundQuery::new("R-2")).await.unwrap_err();
-    assert_eq!(missing.api().map(|api| api.code.as_str()), Some("RESOURCE_NOT_EXISTS"));
+    let missing = client
+        .query_refund(&RefundQuery::new("R-2"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        missing.api().map(|api| api.code.as_str()),
+        Some("RESOURCE_NOT_EXISTS")
+    );
 }
 
 #[tokio::test]
@@ -449,18 +516,27 @@ async fn order_numbers_are_escaped_so_they_reach_their_own_order() {
         other => panic!("{other:?}"),
     }
     let dots = client.query_order_by_out_trade_no("..").await.unwrap_err();
-    assert!(matches!(dots, ClientError::InvalidArgument { .. }), "{dots:?}");
+    assert!(
+        matches!(dots, ClientError::InvalidArgument { .. }),
+        "{dots:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_get_is_retried_after_server_errors_until_it_succeeds() {
     let (_dir, keys) = keys();
     let count = Arc::new(AtomicUsize::new(0));
-    let answer = json!({"out_trade_no": "RETRY1", "trade_state": "NOTPAY", "trade_state_desc": "未支付"});
-    let client = Client::builder(&keys.mchid, &keys.merchant_serial, &keys.merchant_key_pem, test_ring())
-        .unwrap()
-        .clock(|| NOW)
-        .build_with_service(flaky_service(2, answer, Arc::clone(&count)));
+    let answer =
+        json!({"out_trade_no": "RETRY1", "trade_state": "NOTPAY", "trade_state_desc": "未支付"});
+    let client = Client::builder(
+        &keys.mchid,
+        &keys.merchant_serial,
+        &keys.merchant_key_pem,
+        test_ring(),
+    )
+    .unwrap()
+    .clock(|| NOW)
+    .build_with_service(flaky_service(2, answer, Arc::clone(&count)));
     let queried = client.query_order_by_out_trade_no("RETRY1").await.unwrap();
     assert_eq!(
         queried,
@@ -477,14 +553,25 @@ async fn a_get_is_retried_after_server_errors_until_it_succeeds() {
 async fn a_post_is_never_repeated() {
     let (_dir, keys) = keys();
     let count = Arc::new(AtomicUsize::new(0));
-    let client = Client::builder(&keys.mchid, &keys.merchant_serial, &keys.merchant_key_pem, test_ring())
-        .unwrap()
-        .clock(|| NOW)
-        .build_with_service(flaky_service(2, json!({}), Arc::clone(&count)));
+    let client = Client::builder(
+        &keys.mchid,
+        &keys.merchant_serial,
+        &keys.merchant_key_pem,
+        test_ring(),
+    )
+    .unwrap()
+    .clock(|| NOW)
+    .build_with_service(flaky_service(2, json!({}), Arc::clone(&count)));
     let error = client
-        .post_json("/v3/pay/transactions/out-trade-no/X/close", &json!({"mchid": keys.mchid}))
+        .post_json(
+            "/v3/pay/transactions/out-trade-no/X/close",
+            &json!({"mchid": keys.mchid}),
+        )
         .await
         .unwrap_err();
-    assert_eq!(error.api().map(|api| api.status), Some(StatusCode::INTERNAL_SERVER_ERROR));
+    assert_eq!(
+        error.api().map(|api| api.status),
+        Some(StatusCode::INTERNAL_SERVER_ERROR)
+    );
     assert_eq!(count.load(Ordering::SeqCst), 1);
 }

@@ -67,7 +67,10 @@ async fn query(flags: &[String], command: &[&str]) -> Output {
 async fn pay(addr: SocketAddr, out_trade_no: &str, refund: Option<&str>) -> Value {
     let http = example_support::harness::Http::new(&addr.to_string());
     let (status, order) = http
-        .post_json("/sim/pay", &json!({"out_trade_no": out_trade_no, "amount": 880}))
+        .post_json(
+            "/sim/pay",
+            &json!({"out_trade_no": out_trade_no, "amount": 880}),
+        )
         .await;
     assert!(status.is_success(), "{order}");
     if let Some(out_refund_no) = refund {
@@ -99,7 +102,10 @@ async fn certificates_prints_one_json_line_per_certificate_with_an_empty_ring() 
     let line = one_json_line(&output);
     assert_eq!(line["serial_no"], keys.platform.serial.as_str());
     for field in ["effective_time", "expire_time"] {
-        assert!(line[field].as_str().is_some_and(|t| t.contains('T')), "{line}");
+        assert!(
+            line[field].as_str().is_some_and(|t| t.contains('T')),
+            "{line}"
+        );
     }
     assert_eq!(line.as_object().unwrap().len(), 3, "{line}");
 }
@@ -111,7 +117,11 @@ async fn certificates_prints_nothing_for_a_public_key_only_merchant() {
     let output = query(&flags(&keys, addr, Ring::PublicKey), &["certificates"]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(stdout(&output), "");
-    assert!(stderr(&output).contains("no platform certificates"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no platform certificates"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[tokio::test]
@@ -123,7 +133,10 @@ async fn an_order_is_printed_as_verified_by_either_number() {
         (Ring::Certificate, ["--out-trade-no", "CLI-ORDER-1"]),
         (
             Ring::PublicKey,
-            ["--transaction-id", order["transaction_id"].as_str().unwrap()],
+            [
+                "--transaction-id",
+                order["transaction_id"].as_str().unwrap(),
+            ],
         ),
     ] {
         let output = query(&flags(&keys, addr, ring), &["order", by[0], by[1]]).await;
@@ -175,7 +188,12 @@ async fn a_sign_error_shows_what_wechat_pay_signed() {
     // The platform key is not the merchant key: WeChat Pay answers SIGN_ERROR.
     let mut flags = flags(&keys, addr, Ring::Certificate);
     let at = flags.iter().position(|f| f == "--merchant-key").unwrap() + 1;
-    flags[at] = keys.dir.join(file::PLATFORM_KEY).to_str().unwrap().to_owned();
+    flags[at] = keys
+        .dir
+        .join(file::PLATFORM_KEY)
+        .to_str()
+        .unwrap()
+        .to_owned();
     let output = query(&flags, &["order", "--out-trade-no", "X"]).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let err = stderr(&output);
@@ -214,7 +232,11 @@ async fn an_unreachable_api_exits_1_not_2() {
     )
     .await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(stderr(&output).contains("unreachable"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("unreachable"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[tokio::test]
@@ -238,7 +260,11 @@ async fn bad_flags_exit_2() {
             good.clone(),
             vec!["order", "--out-trade-no", "A", "--transaction-id", "B"],
         ),
-        ("unknown flag", good.clone(), vec!["--verbose", "certificates"]),
+        (
+            "unknown flag",
+            good.clone(),
+            vec!["--verbose", "certificates"],
+        ),
         ("no --mchid", good[2..].to_vec(), vec!["certificates"]),
         (
             "unreadable key file",
@@ -247,17 +273,35 @@ async fn bad_flags_exit_2() {
         ),
         (
             "not a private key",
-            with("--merchant-key", keys.dir.join(file::PLATFORM_CERT).to_str().unwrap()),
+            with(
+                "--merchant-key",
+                keys.dir.join(file::PLATFORM_CERT).to_str().unwrap(),
+            ),
             vec!["certificates"],
         ),
         (
             "a short apiv3 key",
-            with("--apiv3-key-file", keys.dir.join(file::MCHID).to_str().unwrap()),
+            with(
+                "--apiv3-key-file",
+                keys.dir.join(file::MCHID).to_str().unwrap(),
+            ),
             vec!["certificates"],
         ),
-        ("not a url", with("--api-base", "ftp:/x"), vec!["certificates"]),
-        ("a bad serial", with("--merchant-serial", "not-hex"), vec!["certificates"]),
-        ("a zero timeout", with("--timeout-ms", "0"), vec!["certificates"]),
+        (
+            "not a url",
+            with("--api-base", "ftp:/x"),
+            vec!["certificates"],
+        ),
+        (
+            "a bad serial",
+            with("--merchant-serial", "not-hex"),
+            vec!["certificates"],
+        ),
+        (
+            "a zero timeout",
+            with("--timeout-ms", "0"),
+            vec!["certificates"],
+        ),
         (
             "a dot order number",
             good.clone(),
@@ -267,6 +311,10 @@ async fn bad_flags_exit_2() {
     for (name, flags, command) in cases {
         let output = query(&flags, &command).await;
         assert_eq!(output.status.code(), Some(2), "{name}: {}", stderr(&output));
-        assert!(stderr(&output).contains("error"), "{name}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("error"),
+            "{name}: {}",
+            stderr(&output)
+        );
     }
 }

@@ -11,6 +11,7 @@ mod audit;
 mod client;
 mod diagnose;
 mod keys;
+mod refresh;
 mod send;
 mod serve;
 mod support;

@@ -103,8 +103,10 @@
 //! the handler outcomes ([`Handled`], [`Retry`], [`Declined`]), the keys ([`KeyRing`]) and
 //! the errors ([`Rejection`], [`RejectionKind`], [`ConfigError`]). The rest has a module
 //! each: [`models`] (the typed resources), [`checks`] (business checks), [`dedupe`] (the
-//! guard and its stores), [`refresh`] (the key refresher) and [`extract`] (the extractor's
-//! trait and rejection). Defaults are associated constants, e.g.
+//! guard and its stores), [`refresh`] (the key refresher), [`extract`] (the extractor's
+//! trait and rejection) and, with the `client` feature, `client` (the merchant API client:
+//! signed requests, verified answers, platform certificates that refresh themselves, order
+//! and refund queries, confirming a notification). Defaults are associated constants, e.g.
 //! [`WechatPayLayer::DEFAULT_ANSWER_DEADLINE`], [`dedupe::Dedupe::DEFAULT_LEASE`].
 //!
 //! # Order
@@ -134,11 +136,11 @@
 mod backend;
 mod body;
 pub mod checks;
+#[cfg(feature = "client")]
+pub mod client;
 mod decrypt;
 pub mod dedupe;
 mod error;
-#[cfg(feature = "client")]
-pub mod client;
 #[cfg(feature = "axum")]
 pub mod extract;
 mod future;

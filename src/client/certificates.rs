@@ -115,7 +115,10 @@ where
                     candidates
                         .insert_certificate(certificate.pem.as_bytes())
                         .map_err(|error| ClientError::UnexpectedAnswer {
-                            reason: format!("platform certificate {}: {error}", certificate.serial_no),
+                            reason: format!(
+                                "platform certificate {}: {error}",
+                                certificate.serial_no
+                            ),
                             request_id: None,
                         })?;
                 }

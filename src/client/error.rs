@@ -71,7 +71,11 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Transport(error) => {
-                write!(f, "wechat pay api unreachable: {}", error_chain(error.as_ref()))
+                write!(
+                    f,
+                    "wechat pay api unreachable: {}",
+                    error_chain(error.as_ref())
+                )
             }
             Self::Timeout(limit) => write!(
                 f,
@@ -208,14 +212,19 @@ mod tests {
             status: StatusCode::UNAUTHORIZED,
             code: "SIGN_ERROR".into(),
             message: "错误的签名，验签失败".into(),
-            detail: Some(json!({"detail": {"issue": "sign not match"}, "field": "signature",
+            detail: Some(
+                json!({"detail": {"issue": "sign not match"}, "field": "signature",
                 "sign_information": {"method": "GET", "url": "/v3/certificates",
-                    "truncated_sign_message": "GET\n/v3/certificates\n1\nN\n\n"}})),
+                    "truncated_sign_message": "GET\n/v3/certificates\n1\nN\n\n"}}),
+            ),
             request_id: Some("0801-2".into()),
         };
         let text = error.to_string();
         assert!(text.contains("401 SIGN_ERROR"), "{text}");
-        assert!(text.contains(r#"GET /v3/certificates over "GET\n/v3/certificates\n1\nN\n\n""#), "{text}");
+        assert!(
+            text.contains(r#"GET /v3/certificates over "GET\n/v3/certificates\n1\nN\n\n""#),
+            "{text}"
+        );
         assert!(text.ends_with("(Request-ID 0801-2)"), "{text}");
     }
 

@@ -467,3 +467,25 @@ async fn a_certificate_past_its_validity_by_the_layers_clock_does_not_verify() {
         assert_eq!(seen.count(), 0);
     }
 }
+
+#[test]
+fn remove_expired_drops_only_certificates_past_their_validity() {
+    let keys = KeyRing::new();
+    keys.add_public_key(TEST_PUBLIC_KEY_ID, TEST_PUBLIC_KEY_PEM)
+        .unwrap();
+    let test_serial = keys.add_certificate(TEST_CERTIFICATE_PEM).unwrap();
+    let later = keys.add_certificate(NOT_YET_VALID_CERTIFICATE).unwrap();
+
+    // 2030: nothing has expired (the test certificate runs to 2036).
+    assert!(keys.remove_expired(1_900_000_000).is_empty());
+    assert_eq!(keys.len(), 3);
+
+    // 2040: the test certificate has; the 2090 one and the public key stay.
+    assert_eq!(
+        keys.remove_expired(2_208_988_800),
+        vec![test_serial.clone()]
+    );
+    assert!(!keys.contains(&test_serial));
+    assert!(keys.contains(&later));
+    assert!(keys.contains(TEST_PUBLIC_KEY_ID));
+}

@@ -107,10 +107,10 @@ async fn certificate_mode_refresh_adds_the_platform_certificate_to_an_empty_ring
     let ring = KeyRing::new();
     let client = client(&keys, addr, ring.clone());
     let report = client.refresh_certificates().await.unwrap();
-    assert_eq!(report.added, [keys.platform.serial.clone()]);
+    assert_eq!(report.added, [keys.platform.serial.as_str()]);
     assert!(report.held.is_empty() && report.removed.is_empty());
     assert!(!report.public_key_only);
-    assert_eq!(ring.serials(), [keys.platform.serial.clone()]);
+    assert_eq!(ring.serials(), [keys.platform.serial.as_str()]);
 
     // Again: nothing new, nothing removed.
     let again = client.refresh_certificates().await.unwrap();
@@ -118,7 +118,7 @@ async fn certificate_mode_refresh_adds_the_platform_certificate_to_an_empty_ring
         again.added.is_empty() && again.removed.is_empty(),
         "{again:?}"
     );
-    assert_eq!(ring.serials(), [keys.platform.serial.clone()]);
+    assert_eq!(ring.serials(), [keys.platform.serial.as_str()]);
 }
 
 #[tokio::test]
@@ -140,7 +140,7 @@ async fn the_three_public_key_only_answers_are_nothing_to_download() {
             .unwrap_or_else(|error| panic!("{answer:?}: {error}"));
         assert!(report.public_key_only, "{answer:?}: {report:?}");
         assert!(report.added.is_empty() && report.held.is_empty() && report.removed.is_empty());
-        assert_eq!(ring.serials(), [keys.public_key_id.clone()], "{answer:?}");
+        assert_eq!(ring.serials(), [keys.public_key_id.as_str()], "{answer:?}");
 
         // A merchant that has not configured the public key yet: still no error (the
         // empty list carries nothing to trust), and the ring stays empty.
@@ -177,9 +177,9 @@ async fn a_ring_whose_only_certificate_expired_still_refreshes_after_a_rotation(
         .unwrap();
     let client = client_ahead(&keys, addr, ring.clone(), Arc::new(AtomicI64::new(200)));
     let report = client.refresh_certificates().await.unwrap();
-    assert_eq!(report.added, [new_serial.clone()]);
+    assert_eq!(report.added, [new_serial.as_str()]);
     // Expired certificates leave the ring; the public key never expires.
-    assert_eq!(report.removed, [first.serial.clone()]);
+    assert_eq!(report.removed, [first.serial.as_str()]);
     let mut expected = vec![new_serial, keys.public_key_id.clone()];
     expected.sort();
     assert_eq!(ring.serials(), expected);
@@ -253,14 +253,14 @@ async fn a_certificate_not_yet_valid_is_held_until_its_validity_starts() {
     let offset = Arc::new(AtomicI64::new(0));
     let client = client_ahead(&keys, addr, ring.clone(), Arc::clone(&offset));
     let report = client.refresh_certificates().await.unwrap();
-    assert_eq!(report.added, [keys.platform.serial.clone()]);
-    assert_eq!(report.held, [future.serial.clone()]);
-    assert_eq!(ring.serials(), [keys.platform.serial.clone()]);
+    assert_eq!(report.added, [keys.platform.serial.as_str()]);
+    assert_eq!(report.held, [future.serial.as_str()]);
+    assert_eq!(ring.serials(), [keys.platform.serial.as_str()]);
 
     // 200 s later by the client's clock (the answers' timestamps are still within 300 s).
     offset.store(200, Ordering::SeqCst);
     let report = client.refresh_certificates().await.unwrap();
-    assert_eq!(report.added, [future.serial.clone()]);
+    assert_eq!(report.added, [future.serial.as_str()]);
     assert!(report.held.is_empty(), "{report:?}");
     let mut expected = vec![keys.platform.serial.clone(), future.serial.clone()];
     expected.sort();
@@ -414,6 +414,10 @@ async fn rotate_after_the_layer_meets_the_new_serial_and_accepts_the_notificatio
 // ---------------------------------------------------------------------------------------
 // The periodic refresh, on a paused clock with a fake transport.
 
+/// The fake transport: answers without the network.
+type Fake =
+    tower::util::BoxCloneSyncService<Request<Full<Bytes>>, Response<Full<Bytes>>, Infallible>;
+
 /// A client whose transport answers every request with `answer(now)` and counts them;
 /// its clock is `base` plus the (paused) Tokio time elapsed.
 fn fake_client(
@@ -421,31 +425,17 @@ fn fake_client(
     ring: KeyRing,
     base: i64,
     answer: impl Fn(i64) -> Response<Full<Bytes>> + Clone + Send + Sync + 'static,
-) -> (
-    Client<
-        impl Clone
-        + Send
-        + Sync
-        + 'static
-        + tower::Service<
-            Request<Full<Bytes>>,
-            Response = Response<Full<Bytes>>,
-            Error = Infallible,
-            Future = impl Send,
-        >,
-    >,
-    Arc<AtomicUsize>,
-) {
+) -> (Client<Fake>, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);
     let start = tokio::time::Instant::now();
     let clock = move || base + i64::try_from(start.elapsed().as_secs()).unwrap();
-    let now = clock.clone();
-    let service = tower::service_fn(move |_request: Request<Full<Bytes>>| {
+    let now = clock;
+    let service = Fake::new(tower::service_fn(move |_request: Request<Full<Bytes>>| {
         counted.fetch_add(1, Ordering::SeqCst);
         let response = answer(now());
         async move { Ok::<_, Infallible>(response) }
-    });
+    }));
     let client = Client::builder(
         &keys.mchid,
         &keys.merchant_serial,
@@ -610,7 +600,7 @@ async fn the_periodic_refresh_wakes_up_when_a_held_certificate_becomes_valid() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    assert_eq!(ring.serials(), [keys.platform.serial.clone()]);
+    assert_eq!(ring.serials(), [keys.platform.serial.as_str()]);
 
     tokio::time::sleep(Duration::from_secs(590)).await;
     assert!(!ring.contains(&future.serial), "held until its notBefore");

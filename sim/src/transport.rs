@@ -9,9 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
 use crate::error::SimError;
@@ -83,10 +80,11 @@ pub trait Transport: Clone + Send + Sync + 'static {
     fn target(&self) -> String;
 }
 
-/// POSTs to a URL over HTTP/1.1.
+/// POSTs to a URL over HTTP/1.1, plain or TLS (server certificates checked against the
+/// Mozilla roots, so a local self-signed certificate is refused: use the plain port).
 #[derive(Clone)]
 pub struct HttpTransport {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: tower_wechatpay::client::HttpsTransport,
     uri: Uri,
 }
 
@@ -104,29 +102,17 @@ impl HttpTransport {
         let uri: Uri = url
             .parse()
             .map_err(|e| SimError(format!("--to {url}: not a URL ({e})")))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(SimError(format!(
-                    "--to {url}: https is not supported; point the simulator at the receiver's \
-                     plain-HTTP port (or a local TLS-terminating proxy)"
-                )));
-            }
-            _ => {
-                return Err(SimError(format!(
-                    "--to {url}: expected an http:// URL such as http://127.0.0.1:3000/notify"
-                )));
-            }
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(SimError(format!(
+                "--to {url}: expected an http:// or https:// URL such as http://127.0.0.1:3000/notify"
+            )));
         }
         if uri.host().is_none() {
             return Err(SimError(format!("--to {url}: the URL has no host")));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(5))
-            .build(connector);
+        // The library's client transport: rustls with the Mozilla roots, plain HTTP too.
+        let client = tower_wechatpay::client::https_transport(Duration::from_secs(5))
+            .map_err(|e| SimError(format!("--to {url}: {e}")))?;
         Ok(Self { client, uri })
     }
 }

@@ -109,6 +109,47 @@ fn rsa_modulus_bits(der: &[u8]) -> Option<usize> {
     Some((bytes.len() - 1) * 8 + (8 - first.leading_zeros() as usize))
 }
 
+/// The modulus size of an RSA private key in PKCS#8 (`pkcs8`) or PKCS#1 DER; `None` if it
+/// is neither. Read before the backend parses it, so a small key is named as such whatever
+/// the backend (aws-lc-rs refuses keys under 2048 bits without saying why).
+#[cfg(feature = "client")]
+pub(crate) fn rsa_private_key_bits(der: &[u8], pkcs8: bool) -> Option<usize> {
+    use x509_cert::der::asn1::OctetStringRef;
+    use x509_cert::spki::AlgorithmIdentifierRef;
+    let pkcs1 = if pkcs8 {
+        let mut reader = SliceReader::new(der).ok()?;
+        let key = reader
+            .sequence(|fields| {
+                UintRef::decode(fields)?; // version
+                let algorithm = AlgorithmIdentifierRef::decode(fields)?;
+                let key = <&OctetStringRef>::decode(fields)?;
+                let rest = fields.remaining_len();
+                fields.read_slice(rest)?; // optional attributes, public key
+                Ok::<_, x509_cert::der::Error>((algorithm.oid, key.as_bytes()))
+            })
+            .ok()?;
+        if key.0 != RSA_ENCRYPTION {
+            return None;
+        }
+        key.1
+    } else {
+        der
+    };
+    let mut reader = SliceReader::new(pkcs1).ok()?;
+    let modulus = reader
+        .sequence(|fields| {
+            UintRef::decode(fields)?; // version
+            let modulus = UintRef::decode(fields)?;
+            let rest = fields.remaining_len();
+            fields.read_slice(rest)?; // exponents, primes, coefficients
+            Ok::<_, x509_cert::der::Error>(modulus)
+        })
+        .ok()?;
+    let bytes = modulus.as_bytes();
+    let first = *bytes.first()?;
+    Some((bytes.len() - 1) * 8 + (8 - first.leading_zeros() as usize))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

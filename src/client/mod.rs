@@ -44,6 +44,10 @@
 //! [`Client::DEFAULT_RETRIES`] times on connection errors, 5xx answers and answers that do
 //! not verify, after 200 ms, 400 ms, … with jitter; a POST is never repeated.
 
+// `ClientError` carries WeChat Pay's whole error answer; a call that returns it has just
+// waited on the network, so its size is noise.
+#![allow(clippy::result_large_err)]
+
 mod certificates;
 mod confirm;
 mod error;
@@ -212,6 +216,12 @@ fn merchant_key(pem: &[u8]) -> Result<SigningKey, ConfigError> {
             reason: "more than one pem block where one private key was expected",
         });
     };
+    let pkcs8 = block.label == "PRIVATE KEY";
+    if let Some(bits) = crate::backend::rsa_private_key_bits(&block.der, pkcs8)
+        && bits < crate::backend::MIN_RSA_BITS
+    {
+        return Err(small_key(bits));
+    }
     let key = match block.label.as_str() {
         "PRIVATE KEY" => SigningKey::from_pkcs8_der(&block.der),
         "RSA PRIVATE KEY" => SigningKey::from_pkcs1_der(&block.der),
@@ -224,15 +234,16 @@ fn merchant_key(pem: &[u8]) -> Result<SigningKey, ConfigError> {
     }
     .map_err(|_| ConfigError::InvalidPrivateKey)?;
     if key.bits() < crate::backend::MIN_RSA_BITS {
-        return Err(ConfigError::InvalidSetting {
-            setting: "merchant key",
-            reason: format!(
-                "the rsa key has {} bits; merchant API keys are rsa-2048",
-                key.bits()
-            ),
-        });
+        return Err(small_key(key.bits()));
     }
     Ok(key)
+}
+
+fn small_key(bits: usize) -> ConfigError {
+    ConfigError::InvalidSetting {
+        setting: "merchant key",
+        reason: format!("the rsa key has {bits} bits; merchant API keys are rsa-2048"),
+    }
 }
 
 impl ClientBuilder {
@@ -511,11 +522,13 @@ where
             &shared.key,
             &shared.mchid,
             &shared.serial,
-            method.as_str(),
-            signed_target,
-            (shared.clock)(),
-            &sign::nonce()?,
-            &body,
+            &sign::Signed {
+                method: method.as_str(),
+                target: signed_target,
+                timestamp: (shared.clock)(),
+                nonce: &sign::nonce()?,
+                body: &body,
+            },
         )?;
         let mut request = Request::new(Full::new(body.clone()));
         *request.method_mut() = method.clone();
@@ -611,6 +624,7 @@ where
         self.shared.cipher.as_ref()
     }
 
+    #[allow(dead_code)] // for the certificate refresher
     pub(crate) fn now(&self) -> i64 {
         (self.shared.clock)()
     }
@@ -686,4 +700,82 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PKCS8: &str = include_str!("../test_util/keys/stranger.key.pem");
+    const PKCS1: &str = include_str!("../../tests/keys/stranger.pkcs1.key.pem");
+    const RSA1024: &str = include_str!("../../tests/keys/rsa1024.key.pem");
+    const CERTIFICATE: &str = include_str!("../test_util/keys/certificate_mode.cert.pem");
+
+    fn builder(key: &str) -> Result<ClientBuilder, ConfigError> {
+        Client::builder(
+            "1900000109",
+            "5157F09EFDC096DE15EBE81A47057A72",
+            key,
+            KeyRing::new(),
+        )
+    }
+
+    #[test]
+    fn the_merchant_key_may_be_pkcs8_or_pkcs1() {
+        assert!(builder(PKCS8).is_ok());
+        assert!(builder(PKCS1).is_ok());
+    }
+
+    #[test]
+    fn a_small_key_or_a_certificate_is_refused_as_the_merchant_key() {
+        let small = builder(RSA1024).unwrap_err();
+        assert!(small.to_string().contains("1024 bits"), "{small}");
+        let certificate = builder(CERTIFICATE).unwrap_err();
+        assert!(
+            matches!(certificate, ConfigError::UnexpectedPem { .. }),
+            "{certificate}"
+        );
+        assert!(matches!(
+            builder("not a pem").unwrap_err(),
+            ConfigError::InvalidPem { .. }
+        ));
+    }
+
+    #[test]
+    fn the_mchid_serial_and_base_url_are_checked() {
+        let refused = |result: Result<ClientBuilder, ConfigError>| {
+            matches!(result, Err(ConfigError::InvalidSetting { .. }))
+        };
+        assert!(refused(Client::builder(
+            "19000x",
+            "AB",
+            PKCS8,
+            KeyRing::new()
+        )));
+        assert!(refused(Client::builder(
+            "1900000109",
+            "not hex",
+            PKCS8,
+            KeyRing::new()
+        )));
+        let ok = builder(PKCS8).unwrap();
+        assert!(ok.base_url("ftp://api.mch.weixin.qq.com").is_err());
+        let ok = builder(PKCS8).unwrap();
+        assert!(ok.base_url("https://api2.mch.weixin.qq.com/").is_ok());
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_key() {
+        let client = builder(PKCS8)
+            .unwrap()
+            .build_with_service(tower::service_fn(|_: Request<Full<Bytes>>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::new())))
+            }));
+        let debug = format!("{client:?}");
+        assert!(
+            debug.contains("<redacted>") && debug.contains("1900000109"),
+            "{debug}"
+        );
+        assert!(!debug.contains("PRIVATE"), "{debug}");
+    }
 }

@@ -32,20 +32,33 @@ pub(crate) fn message<'a>(
     ]
 }
 
+/// One request's signed parts.
+pub(crate) struct Signed<'a> {
+    pub(crate) method: &'a str,
+    /// The path and query exactly as sent.
+    pub(crate) target: &'a str,
+    pub(crate) timestamp: i64,
+    pub(crate) nonce: &'a str,
+    pub(crate) body: &'a [u8],
+}
+
 /// The `Authorization` header value for one request, fields in the official SDKs' order.
 pub(crate) fn authorization(
     key: &SigningKey,
     mchid: &str,
     serial: &str,
-    method: &str,
-    target: &str,
-    timestamp: i64,
-    nonce: &str,
-    body: &[u8],
+    request: &Signed<'_>,
 ) -> Result<String, ClientError> {
-    let timestamp = timestamp.to_string();
+    let timestamp = request.timestamp.to_string();
+    let nonce = request.nonce;
     let signature = key
-        .sign(&message(method, target, &timestamp, nonce, body))
+        .sign(&message(
+            request.method,
+            request.target,
+            &timestamp,
+            nonce,
+            request.body,
+        ))
         .map_err(|_| ClientError::Signing)?;
     Ok(format!(
         r#"{SCHEME} mchid="{mchid}",nonce_str="{nonce}",timestamp="{timestamp}",serial_no="{serial}",signature="{}""#,

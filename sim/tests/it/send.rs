@@ -496,6 +496,8 @@ async fn bad_input_is_one_line_and_exit_2() {
             open.push(socket);
         }
     });
+    let plain = serve(Router::new().route("/notify", post(|| async { StatusCode::OK }))).await;
+    let plain_as_tls = format!("https://{plain}/notify");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--keys", arg(&unreadable), "--to", &nobody],
@@ -504,6 +506,11 @@ async fn bad_input_is_one_line_and_exit_2() {
         (
             vec!["--keys", arg(dir.path()), "--to", &nobody],
             "Connection refused",
+        ),
+        (
+            // https goes through the TLS connector; a plain-HTTP port cannot complete it.
+            vec!["--keys", arg(dir.path()), "--to", &plain_as_tls],
+            "connection failed",
         ),
         (
             vec![
@@ -518,7 +525,7 @@ async fn bad_input_is_one_line_and_exit_2() {
         ),
         (
             vec!["--keys", arg(dir.path()), "--to", "ftp://example/notify"],
-            "expected an http:// URL",
+            "expected an http:// or https:// URL",
         ),
         (
             vec![

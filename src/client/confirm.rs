@@ -73,21 +73,23 @@ impl Confirmation {
     }
 }
 
-/// Why confirming failed for lack of an answer: the retry's cause.
+/// Why confirming failed for lack of an answer: the retry's cause. Its text holds the
+/// client error's (which already names its own causes), so it has no `source`: the retry's
+/// log line says everything once.
 #[derive(Debug)]
 struct NotConfirmed(ClientError);
 
 impl fmt::Display for NotConfirmed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("could not confirm the notification with wechat pay")
+        write!(
+            f,
+            "could not confirm the notification with wechat pay: {}",
+            self.0
+        )
     }
 }
 
-impl std::error::Error for NotConfirmed {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
+impl std::error::Error for NotConfirmed {}
 
 /// A field where the notification and WeChat Pay's answer disagree (or WeChat Pay does not
 /// know the order). Holds no payer data, so it can be logged and shown as is.

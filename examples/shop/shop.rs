@@ -4,7 +4,8 @@
 //! ```text
 //! cargo run --release -p tower-wechatpay-shop --example shop -- --listen 127.0.0.1:PORT --db sqlite:PATH \
 //!     --apiv3-key-file FILE [--public-key PUB_KEY_ID_…=FILE.pem]… [--certificate FILE.pem]… \
-//!     [--mchid 1900012345] [--appid wx8888888888888888]
+//!     [--mchid 1900012345] [--appid wx8888888888888888] \
+//!     [--confirm-with-query --merchant-key apiclient_key.pem --merchant-serial HEX [--api-base URL]]
 //!
 //! POST /orders            {"out_trade_no":"…","total":990}  -> 201 with the order JSON
 //! GET  /orders/{out_trade_no}                                 -> 200 order JSON, 404 if none
@@ -18,8 +19,15 @@
 //! recorded once per `refund_id` (several partial refunds per order), its row inserted
 //! under that primary key first; a refund whose payment is not applied yet is answered
 //! with a retry, so it is never lost.
+//!
+//! With `--confirm-with-query`, every payment and refund is also confirmed with WeChat
+//! Pay's order or refund query (`Client::confirm`) before anything is written: an answer
+//! that disagrees (another amount, an order WeChat Pay does not know) is an acknowledged
+//! decline and nothing is written; no answer within 2 s (the API unreachable, a 5xx, a
+//! refusal of our request) is a retry.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -34,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 use tower_wechatpay::checks::Merchant;
+use tower_wechatpay::client::{Client, WECHATPAY_API};
 use tower_wechatpay::models::{Refund, Transaction};
 use tower_wechatpay::{Event, Handled, Notification, Notified, Retry};
 
@@ -43,10 +52,17 @@ const SQLITE_SETTINGS: &str =
     "PRAGMA busy_timeout = 1000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;";
 const POSTGRES_SETTINGS: &str = "SET lock_timeout = '1s'; SET statement_timeout = '3s';";
 
+/// The limit on one confirmation query (retries included): with the database's lock and
+/// pool limits it keeps the handler well inside the layer's 4 s answer deadline and WeChat
+/// Pay's 5 s.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Clone)]
 struct Shop {
     db: AnyPool,
     merchant: Option<Merchant>,
+    /// With `--confirm-with-query`: asks WeChat Pay before applying anything.
+    confirm: Option<Client>,
 }
 
 #[derive(Serialize)]
@@ -192,6 +208,12 @@ async fn apply_payment(
     if let Err(rejection) = payment.check_success() {
         return Ok(Handled::declined(rejection));
     }
+    // WeChat Pay's own answer, before any write: a mismatch is declined, no answer retried.
+    if let Some(client) = &shop.confirm
+        && let Err(answer) = client.confirm(notification).await.require()
+    {
+        return answer;
+    }
 
     let mut tx = shop.db.begin().await?;
     // The write comes first, so the transaction holds the write lock from its first
@@ -280,6 +302,11 @@ async fn apply_refund(
     let amount = refund.amount.refund;
     if amount <= 0 {
         return Ok(Handled::declined(format!("refund of {amount} fen")));
+    }
+    if let Some(client) = &shop.confirm
+        && let Err(answer) = client.confirm(notification).await.require()
+    {
+        return answer;
     }
 
     let mut tx = shop.db.begin().await?;
@@ -401,11 +428,53 @@ struct Cli {
     #[command(flatten)]
     keys: KeyArgs,
     /// Your merchant id: notifications for another merchant are refused (acknowledged).
+    /// With --confirm-with-query, also the merchant the queries are signed for.
     #[arg(long, value_name = "ID")]
     mchid: Option<String>,
     /// Your app id (with --mchid): payments for another app are refused (acknowledged).
     #[arg(long, value_name = "ID", requires = "mchid")]
     appid: Option<String>,
+    /// Confirm every payment and refund with WeChat Pay's order or refund query before
+    /// applying it: a disagreeing answer is declined (acknowledged, nothing written), no
+    /// answer within 2 s is a retry. Needs --mchid, --merchant-key and --merchant-serial.
+    #[arg(long, requires_all = ["mchid", "merchant_key", "merchant_serial"])]
+    confirm_with_query: bool,
+    /// The merchant API private key the queries are signed with (apiclient_key.pem).
+    #[arg(long, value_name = "FILE.pem", requires = "confirm_with_query")]
+    merchant_key: Option<PathBuf>,
+    /// The serial of the merchant API certificate (hex).
+    #[arg(long, value_name = "HEX", requires = "confirm_with_query")]
+    merchant_serial: Option<String>,
+    /// The merchant API's base URL (default: WeChat Pay's), e.g. a local `wechatpay-sim serve`.
+    #[arg(long, value_name = "URL", requires = "confirm_with_query")]
+    api_base: Option<String>,
+}
+
+impl Cli {
+    /// The client that confirms notifications, with `--confirm-with-query`; it verifies
+    /// WeChat Pay's answers with the layer's key ring.
+    fn confirm_client(&self, keys: &tower_wechatpay::KeyRing) -> Result<Option<Client>, String> {
+        if !self.confirm_with_query {
+            return Ok(None);
+        }
+        let (Some(mchid), Some(key_file), Some(serial)) =
+            (&self.mchid, &self.merchant_key, &self.merchant_serial)
+        else {
+            return Err(
+                "--confirm-with-query needs --mchid, --merchant-key and --merchant-serial".into(),
+            );
+        };
+        let key = std::fs::read(key_file).map_err(|e| format!("{}: {e}", key_file.display()))?;
+        let client = Client::builder(mchid, serial, key, keys.clone())
+            .map_err(|e| format!("--merchant-key/--merchant-serial/--mchid: {e}"))?
+            .base_url(self.api_base.as_deref().unwrap_or(WECHATPAY_API))
+            .map_err(|e| format!("--api-base: {e}"))?
+            .timeout(CONFIRM_TIMEOUT)
+            .map_err(|e| e.to_string())?
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Some(client))
+    }
 }
 
 #[tokio::main]
@@ -414,6 +483,10 @@ async fn main() -> ExitCode {
     example_support::init_logs();
     let layer = match cli.keys.layer() {
         Ok(layer) => layer,
+        Err(message) => return example_support::usage_error::<Cli>(message),
+    };
+    let confirm = match cli.confirm_client(layer.keys()) {
+        Ok(confirm) => confirm,
         Err(message) => return example_support::usage_error::<Cli>(message),
     };
     let merchant = cli.mchid.map(|mchid| match cli.appid {
@@ -432,6 +505,10 @@ async fn main() -> ExitCode {
         .route("/orders", post(create_order))
         .route("/orders/{out_trade_no}", get(get_order))
         .route("/wechatpay/notify", post(notified).route_layer(layer))
-        .with_state(Shop { db, merchant });
+        .with_state(Shop {
+            db,
+            merchant,
+            confirm,
+        });
     example_support::serve("shop", cli.listen, app).await
 }

@@ -305,6 +305,19 @@ impl PlatformCertificate {
     /// A fresh platform certificate: RSA 2048, a random 40-hex-digit serial, valid from
     /// yesterday for five years.
     pub fn generate() -> Result<Self, SimError> {
+        let now = time::OffsetDateTime::now_utc();
+        Self::generate_valid_between(
+            now - time::Duration::days(1),
+            now + time::Duration::days(5 * 365),
+        )
+    }
+
+    /// A fresh platform certificate valid from `not_before` to `not_after` (whole seconds):
+    /// for certificates not valid yet, or about to expire.
+    pub fn generate_valid_between(
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+    ) -> Result<Self, SimError> {
         let key_pair = KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048)
             .map_err(context("generating an RSA key"))?;
         let serial = random_serial();
@@ -318,9 +331,8 @@ impl PlatformCertificate {
         params.distinguished_name = name;
         let serial_bytes = hex_bytes(&serial)?;
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial_bytes));
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::days(1);
-        params.not_after = now + time::Duration::days(5 * 365);
+        params.not_before = not_before;
+        params.not_after = not_after;
         let cert = params
             .self_signed(&key_pair)
             .map_err(context("making the platform certificate"))?;

@@ -102,6 +102,12 @@ where
         let result = self
             .call(&Method::GET, PATH, Bytes::new(), |raw| async move {
                 let certificates = decrypt_listing(&raw, cipher)?;
+                if certificates.is_empty() && signed_by_unknown_public_key(&raw, self.keys()) {
+                    // A public-key-only merchant's empty list, signed with the public key
+                    // it has not configured yet (what the log below tells it to do). An
+                    // empty list carries nothing to trust: taken as "nothing to download".
+                    return Ok(certificates);
+                }
                 // Verify against the ring and what the answer carries, without touching
                 // the ring itself or waiting for its refresher (which may be us).
                 let candidates = self.keys().snapshot();
@@ -171,6 +177,19 @@ fn decrypt_listing(
         });
     }
     Ok(certificates)
+}
+
+/// Whether `raw` names a `PUB_KEY_ID_…` that `keys` does not hold.
+fn signed_by_unknown_public_key(raw: &Raw, keys: &crate::key_ring::KeyRing) -> bool {
+    raw.headers
+        .get(crate::verify::SERIAL)
+        .and_then(|serial| serial.to_str().ok())
+        .is_some_and(|serial| {
+            serial
+                .trim()
+                .starts_with(crate::key_ring::PUBLIC_KEY_ID_PREFIX)
+                && !keys.contains(serial.trim())
+        })
 }
 
 /// The answers a public-key-only merchant gets (`MERCHANT-API.md` §3.2).

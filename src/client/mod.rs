@@ -112,6 +112,8 @@ struct Shared {
     clock: Clock,
     wechatpay_serial: Option<HeaderValue>,
     user_agent: HeaderValue,
+    /// Downloaded certificates whose validity has not started yet (`refresher`).
+    held: std::sync::Mutex<Vec<refresher::Held>>,
 }
 
 impl<S> fmt::Debug for Client<S> {
@@ -373,6 +375,7 @@ impl ClientBuilder {
                 clock: self.clock,
                 wechatpay_serial: self.wechatpay_serial,
                 user_agent,
+                held: std::sync::Mutex::default(),
             }),
             service,
         }

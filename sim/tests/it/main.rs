@@ -12,6 +12,7 @@ mod client;
 mod diagnose;
 mod keys;
 mod query_example;
+mod refresh;
 mod send;
 mod serve;
 mod support;

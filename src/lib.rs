@@ -156,6 +156,8 @@ pub mod refresh;
 mod reply;
 mod service;
 mod verify;
+#[cfg(feature = "v2")]
+mod v2;
 
 #[cfg(feature = "test-util")]
 pub mod test_util;

@@ -9,6 +9,9 @@ use std::fmt;
 
 use serde::Deserialize;
 
+#[cfg(feature = "v2")]
+pub use crate::v2::models::{V2Payment, V2Refund};
+
 /// The decrypted resource of a notification, typed where this crate has a model.
 ///
 /// Routing by `event_type` alone is unreliable (`TRANSACTION.SUCCESS` carries several
@@ -24,6 +27,12 @@ pub enum Event {
     CombinePayment(CombineTransaction),
     /// A refund result (`REFUND.SUCCESS`, `REFUND.ABNORMAL`, `REFUND.CLOSED`).
     Refund(Refund),
+    /// An APIv2 (XML) payment result, its `sign` verified (feature `v2`).
+    #[cfg(feature = "v2")]
+    V2Payment(crate::v2::models::V2Payment),
+    /// An APIv2 (XML) refund result, its `req_info` decrypted (feature `v2`).
+    #[cfg(feature = "v2")]
+    V2Refund(crate::v2::models::V2Refund),
     /// Any other resource: read it with [`Notification::resource_json`](crate::Notification::resource_json)
     /// or decode it into your own type with [`Notification::decode`](crate::Notification::decode).
     Other,

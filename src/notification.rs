@@ -59,6 +59,7 @@ pub(crate) struct Fields {
     serial: Arc<str>,
     resource_json: String,
     event: Event,
+    version: u8,
 }
 
 impl Fields {
@@ -86,7 +87,15 @@ impl Fields {
             serial,
             resource_json,
             event,
+            version: 3,
         }
+    }
+
+    /// Marks an APIv2 (XML) notification.
+    #[cfg(feature = "v2")]
+    pub(crate) fn v2(mut self) -> Self {
+        self.version = 2;
+        self
     }
 
     fn get(&self, field: Field) -> Option<&str> {
@@ -100,6 +109,13 @@ impl Notification {
         Self {
             inner: Arc::new(fields),
         }
+    }
+
+    /// The API version it arrived in: 3 (JSON, RSA-signed) or 2 (XML, `sign` or encrypted
+    /// `req_info`; with the `v2` feature). A v2 notification's envelope fields are
+    /// synthesized: see [`WechatPayLayer::v2_key`](crate::WechatPayLayer::v2_key).
+    pub fn version(&self) -> u8 {
+        self.inner.version
     }
 
     /// The envelope `id`, unique per notification.
@@ -210,6 +226,10 @@ impl fmt::Debug for Notification {
             Event::Refund(_) => "Refund",
             Event::Other => "Other",
             Event::Unparsed(_) => "Unparsed",
+            #[cfg(feature = "v2")]
+            Event::V2Payment(_) => "V2Payment",
+            #[cfg(feature = "v2")]
+            Event::V2Refund(_) => "V2Refund",
         };
         f.debug_struct("Notification")
             .field("id", &self.id())

@@ -1,0 +1,1 @@
+//! The flat XML reader (being written).

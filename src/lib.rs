@@ -155,9 +155,9 @@ mod pipeline;
 pub mod refresh;
 mod reply;
 mod service;
-mod verify;
 #[cfg(feature = "v2")]
 mod v2;
+mod verify;
 
 #[cfg(feature = "test-util")]
 pub mod test_util;

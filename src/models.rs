@@ -68,6 +68,18 @@ impl ModelError {
         }
     }
 
+    /// An APIv2 body whose fields do not fit its model (a required field missing, a fee
+    /// that is not an integer): no position, the fields are not JSON.
+    #[cfg(feature = "v2")]
+    pub(crate) fn v2(model: &'static str) -> Self {
+        Self {
+            model,
+            category: "data",
+            line: 0,
+            column: 0,
+        }
+    }
+
     /// The model the resource was read as: `"transaction"` or `"refund"`.
     pub fn model(&self) -> &'static str {
         self.model

@@ -107,3 +107,55 @@ impl SigningKey {
         Ok(signature)
     }
 }
+
+/// HMAC-SHA256 of the concatenation of `message` under `key` (APIv2 `sign`).
+#[cfg(feature = "v2")]
+pub(crate) fn hmac_sha256(key: &[u8], message: &[&[u8]]) -> [u8; 32] {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+    let mut context = aws_lc_rs::hmac::Context::with_key(&key);
+    for part in message {
+        context.update(part);
+    }
+    let mut out = [0; 32];
+    let tag = context.sign();
+    for (out, byte) in out.iter_mut().zip(tag.as_ref()) {
+        *out = *byte;
+    }
+    out
+}
+
+/// AES-256-ECB decryption with PKCS#7 unpadding, in place (APIv2 refund `req_info`);
+/// returns the plaintext's length (a prefix of `buffer`). `buffer` must be a non-empty
+/// multiple of the block size.
+#[cfg(feature = "v2")]
+pub(crate) fn aes256_ecb_pkcs7_decrypt(
+    key: &[u8; 32],
+    buffer: &mut [u8],
+) -> Result<usize, CryptoError> {
+    use aws_lc_rs::cipher::{
+        AES_256, DecryptionContext, PaddedBlockDecryptingKey, UnboundCipherKey,
+    };
+    if buffer.is_empty() || buffer.len() % 16 != 0 {
+        return Err(CryptoError);
+    }
+    let key = UnboundCipherKey::new(&AES_256, key).map_err(|_| CryptoError)?;
+    let key = PaddedBlockDecryptingKey::ecb_pkcs7(key).map_err(|_| CryptoError)?;
+    let plaintext = key
+        .decrypt(buffer, DecryptionContext::None)
+        .map_err(|_| CryptoError)?;
+    Ok(plaintext.len())
+}
+
+/// AES-256-ECB encryption with PKCS#7 padding (the v2 test signer's side).
+#[cfg(all(feature = "v2", feature = "test-util"))]
+pub(crate) fn aes256_ecb_pkcs7_encrypt(
+    key: &[u8; 32],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    use aws_lc_rs::cipher::{AES_256, PaddedBlockEncryptingKey, UnboundCipherKey};
+    let key = UnboundCipherKey::new(&AES_256, key).map_err(|_| CryptoError)?;
+    let key = PaddedBlockEncryptingKey::ecb_pkcs7(key).map_err(|_| CryptoError)?;
+    let mut buffer = plaintext.to_vec();
+    key.encrypt(&mut buffer).map_err(|_| CryptoError)?;
+    Ok(buffer)
+}

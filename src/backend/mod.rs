@@ -20,8 +20,12 @@ compile_error!(
 mod aws_lc;
 #[cfg(all(feature = "aws-lc-rs", any(feature = "test-util", feature = "client")))]
 pub(crate) use aws_lc::SigningKey;
+#[cfg(all(feature = "aws-lc-rs", feature = "v2", feature = "test-util"))]
+pub(crate) use aws_lc::aes256_ecb_pkcs7_encrypt;
 #[cfg(feature = "aws-lc-rs")]
 pub(crate) use aws_lc::{ResourceCipher, VerifyingKey};
+#[cfg(all(feature = "aws-lc-rs", feature = "v2"))]
+pub(crate) use aws_lc::{aes256_ecb_pkcs7_decrypt, hmac_sha256};
 
 #[cfg(all(feature = "rustcrypto", not(feature = "aws-lc-rs")))]
 mod rust_crypto;
@@ -31,8 +35,17 @@ mod rust_crypto;
     any(feature = "test-util", feature = "client")
 ))]
 pub(crate) use rust_crypto::SigningKey;
+#[cfg(all(
+    feature = "rustcrypto",
+    not(feature = "aws-lc-rs"),
+    feature = "v2",
+    feature = "test-util"
+))]
+pub(crate) use rust_crypto::aes256_ecb_pkcs7_encrypt;
 #[cfg(all(feature = "rustcrypto", not(feature = "aws-lc-rs")))]
 pub(crate) use rust_crypto::{ResourceCipher, VerifyingKey};
+#[cfg(all(feature = "rustcrypto", not(feature = "aws-lc-rs"), feature = "v2"))]
+pub(crate) use rust_crypto::{aes256_ecb_pkcs7_decrypt, hmac_sha256};
 
 /// The name of the active backend, for logs and benchmarks.
 pub(crate) const BACKEND_NAME: &str = if cfg!(feature = "aws-lc-rs") {

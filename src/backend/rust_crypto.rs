@@ -124,3 +124,63 @@ impl SigningKey {
             .map_err(|_| CryptoError)
     }
 }
+
+/// HMAC-SHA256 of the concatenation of `message` under `key` (APIv2 `sign`).
+#[cfg(feature = "v2")]
+pub(crate) fn hmac_sha256(key: &[u8], message: &[&[u8]]) -> [u8; 32] {
+    use hmac::{KeyInit as _, Mac};
+    // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
+    let Ok(mut mac) = hmac::Hmac::<Sha256>::new_from_slice(key) else {
+        return [0; 32];
+    };
+    for part in message {
+        mac.update(part);
+    }
+    let mut out = [0; 32];
+    for (out, byte) in out.iter_mut().zip(mac.finalize().into_bytes().iter()) {
+        *out = *byte;
+    }
+    out
+}
+
+/// AES-256-ECB decryption with PKCS#7 unpadding, in place (APIv2 refund `req_info`);
+/// returns the plaintext's length (a prefix of `buffer`). `buffer` must be a non-empty
+/// multiple of the block size.
+#[cfg(feature = "v2")]
+pub(crate) fn aes256_ecb_pkcs7_decrypt(
+    key: &[u8; 32],
+    buffer: &mut [u8],
+) -> Result<usize, CryptoError> {
+    use aes::cipher::block_padding::Pkcs7;
+    use aes::cipher::{BlockModeDecrypt, KeyInit};
+    if buffer.is_empty() || buffer.len() % 16 != 0 {
+        return Err(CryptoError);
+    }
+    let decryptor = ecb::Decryptor::<aes::Aes256>::new_from_slice(key).map_err(|_| CryptoError)?;
+    let plaintext = decryptor
+        .decrypt_padded::<Pkcs7>(buffer)
+        .map_err(|_| CryptoError)?;
+    Ok(plaintext.len())
+}
+
+/// AES-256-ECB encryption with PKCS#7 padding (the v2 test signer's side).
+#[cfg(all(feature = "v2", feature = "test-util"))]
+pub(crate) fn aes256_ecb_pkcs7_encrypt(
+    key: &[u8; 32],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    use aes::cipher::block_padding::Pkcs7;
+    use aes::cipher::{BlockModeEncrypt, KeyInit};
+    let encryptor = ecb::Encryptor::<aes::Aes256>::new_from_slice(key).map_err(|_| CryptoError)?;
+    let mut buffer = vec![0; (plaintext.len() / 16 + 1) * 16];
+    let length = plaintext.len();
+    if let Some(head) = buffer.get_mut(..length) {
+        head.copy_from_slice(plaintext);
+    }
+    let ciphertext_len = encryptor
+        .encrypt_padded::<Pkcs7>(&mut buffer, length)
+        .map_err(|_| CryptoError)?
+        .len();
+    buffer.truncate(ciphertext_len);
+    Ok(buffer)
+}

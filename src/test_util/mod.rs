@@ -21,6 +21,13 @@
 pub mod bench;
 #[doc(hidden)]
 pub mod fuzz;
+#[cfg(feature = "v2")]
+mod v2;
+
+#[cfg(feature = "v2")]
+pub use v2::{
+    OpenedV2, SignType, TEST_V2_KEY, V2TestSigner, open_v2, sample_v2_payment, sample_v2_refund,
+};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -25,3 +25,5 @@ mod slow_clients;
 mod stranger_logs;
 mod tampering;
 mod vectors;
+#[cfg(feature = "v2")]
+mod vectors_v2;

@@ -29,6 +29,8 @@ use crate::pipeline::Pipeline;
 use crate::refresh::RefreshWait;
 use crate::reply;
 use crate::verify::CheckedHeaders;
+#[cfg(feature = "v2")]
+use crate::verify::HeaderProblem;
 
 pin_project! {
     /// The future of [`WechatPay`](crate::WechatPay): nameable, and `Send` whenever the
@@ -53,6 +55,8 @@ pin_project! {
         timer: Option<Pin<Box<Sleep>>>,
         // The verified notification and the claim held for it, once there is one.
         run: Option<Run>,
+        // An APIv2 (XML) request: the answer is rewritten in v2's language.
+        v2: bool,
     }
 }
 
@@ -71,7 +75,7 @@ pin_project! {
         Buffering {
             #[pin]
             collect: Collect<Limited<B>>,
-            head: Option<(Parts, CheckedHeaders)>,
+            head: Option<(Parts, Head)>,
             until: Instant,
         },
         // Asking the dedupe store whether this event may run.
@@ -83,6 +87,14 @@ pin_project! {
         // Marking the event done, or releasing the claim, before answering.
         Settling { settle: Option<StoreFuture<()>>, response: Option<Response<BufferedBody>> },
     }
+}
+
+/// What the headers said before the body: signed (v3), or no `Wechatpay-*` header at all,
+/// which may be an APIv2 XML body (decided once it is in).
+enum Head {
+    Signed(CheckedHeaders),
+    #[cfg(feature = "v2")]
+    Unsigned(HeaderProblem),
 }
 
 /// A verified notification and the claim held for it, if any.
@@ -121,7 +133,21 @@ where
         pipeline: Arc<Pipeline>,
         deadline: Instant,
     ) -> Self {
-        let state = buffering(request, checked, &pipeline, deadline);
+        let state = buffering(request, Head::Signed(checked), &pipeline, deadline);
+        Self::new(state, Some(inner), pipeline, deadline)
+    }
+
+    /// No `Wechatpay-*` header at all: read the body, which may be APIv2 XML; if it is not,
+    /// the request is refused for `problem` as it would have been before the body.
+    #[cfg(feature = "v2")]
+    pub(crate) fn undecided(
+        request: Request<B>,
+        problem: HeaderProblem,
+        inner: S,
+        pipeline: Arc<Pipeline>,
+        deadline: Instant,
+    ) -> Self {
+        let state = buffering(request, Head::Unsigned(problem), &pipeline, deadline);
         Self::new(state, Some(inner), pipeline, deadline)
     }
 
@@ -153,13 +179,14 @@ where
             deadline,
             timer: None,
             run: None,
+            v2: false,
         }
     }
 }
 
 fn buffering<F, B>(
     request: Request<B>,
-    checked: CheckedHeaders,
+    head: Head,
     pipeline: &Pipeline,
     deadline: Instant,
 ) -> State<F, B>
@@ -173,7 +200,7 @@ where
         .map_or(deadline, |end| end.min(deadline));
     State::Buffering {
         collect: Limited::new(body, pipeline.max_body_size).collect(),
-        head: Some((parts, checked)),
+        head: Some((parts, head)),
         until,
     }
 }
@@ -221,7 +248,12 @@ where
         loop {
             let next = match this.state.as_mut().project() {
                 StateProj::Answered { response } => {
-                    return Poll::Ready(Ok(held!(response.take())));
+                    let response = held!(response.take());
+                    #[cfg(feature = "v2")]
+                    if *this.v2 {
+                        return Poll::Ready(Ok(reply::into_v2(response)));
+                    }
+                    return Poll::Ready(Ok(response));
                 }
                 StateProj::Refreshing { wait, request } => {
                     if wait.as_mut().poll(cx).is_pending() {
@@ -230,7 +262,12 @@ where
                     let request = held!(request.take());
                     // Checked again from the start: the refresh may have added the key.
                     match this.pipeline.check_headers(request.headers()) {
-                        Ok(checked) => buffering(request, checked, this.pipeline, *this.deadline),
+                        Ok(checked) => buffering(
+                            request,
+                            Head::Signed(checked),
+                            this.pipeline,
+                            *this.deadline,
+                        ),
                         Err(problem) => answered(reply::failure(
                             this.pipeline.refuse(problem, request.headers()),
                         )),
@@ -248,12 +285,16 @@ where
                             None
                         }
                     };
-                    let (parts, checked) = held!(head.take());
-                    match collected {
-                        Some(collected) => {
+                    let (parts, head) = held!(head.take());
+                    match (collected, head) {
+                        (Some(collected), Head::Signed(checked)) => {
                             opened(this.pipeline, this.run, parts, &checked, collected)
                         }
-                        None => answered(reply::failure(body_timed_out(this.pipeline))),
+                        #[cfg(feature = "v2")]
+                        (Some(collected), Head::Unsigned(problem)) => {
+                            opened_unsigned(this.pipeline, this.run, this.v2, parts, problem, collected)
+                        }
+                        (None, _) => answered(reply::failure(body_timed_out(this.pipeline))),
                     }
                 }
                 StateProj::Claiming { claim, request } => {
@@ -360,7 +401,7 @@ fn poll_timer(
 fn opened<F, B>(
     pipeline: &Pipeline,
     run: &mut Option<Run>,
-    mut parts: Parts,
+    parts: Parts,
     checked: &CheckedHeaders,
     collected: Result<Collected<B::Data>, BoxError>,
 ) -> State<F, B>
@@ -376,6 +417,50 @@ where
         Ok(notification) => notification,
         Err(rejection) => return answered(reply::failure(rejection)),
     };
+    start(pipeline, run, parts, body, notification)
+}
+
+/// A body that came without `Wechatpay-*` headers: APIv2 XML (verified or decrypted with
+/// the v2 key), or refused for the headers it lacks.
+#[cfg(feature = "v2")]
+fn opened_unsigned<F, B>(
+    pipeline: &Pipeline,
+    run: &mut Option<Run>,
+    v2: &mut bool,
+    parts: Parts,
+    problem: HeaderProblem,
+    collected: Result<Collected<B::Data>, BoxError>,
+) -> State<F, B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let body = match collected {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => return answered(reply::failure(body_error(pipeline, &error))),
+    };
+    if !crate::v2::looks_like_v2(&body) {
+        return answered(reply::failure(pipeline.refuse(problem, &parts.headers)));
+    }
+    *v2 = true;
+    match pipeline.open_v2(&body) {
+        Ok(notification) => start(pipeline, run, parts, body, notification),
+        Err(rejection) => answered(reply::failure(rejection)),
+    }
+}
+
+/// A verified notification: claim it (guard on), or reserve the inner service.
+fn start<F, B>(
+    pipeline: &Pipeline,
+    run: &mut Option<Run>,
+    mut parts: Parts,
+    body: bytes::Bytes,
+    notification: Notification,
+) -> State<F, B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
     parts.extensions.insert(notification.clone());
     let request = Request::from_parts(parts, BufferedBody::new(body));
     let claim = pipeline

@@ -106,6 +106,10 @@ impl WechatPayLayer {
                 probes: Arc::new(AtomicU64::new(0)),
                 noise: Arc::default(),
                 drift: Arc::default(),
+                #[cfg(feature = "v2")]
+                v2: None,
+                #[cfg(feature = "v2")]
+                v2_hint: Arc::default(),
             }),
         })
     }
@@ -241,6 +245,65 @@ impl WechatPayLayer {
     pub fn success_reply(self, reply: SuccessReply) -> Self {
         self.with(|pipeline| pipeline.success = reply)
     }
+
+    /// Accepts APIv2 (XML) notifications on the same route, with the 32-character APIv2
+    /// key (merchant platform, API安全 → API密钥; surrounding whitespace trimmed). Feature
+    /// `v2`.
+    ///
+    /// WeChat Pay still sends v2 XML to v3 integrations: a refund made by hand in the
+    /// merchant platform arrives as v2 XML on the notify URL configured there. A body that
+    /// starts with `<xml` (after optional whitespace, whatever its `Content-Type`) and
+    /// carries no `Wechatpay-*` headers takes the v2 path:
+    ///
+    /// - a payment's `sign` (MD5 or HMAC-SHA256, chosen by `sign_type`, else by length) is
+    ///   verified before anything reaches the handler; a missing one is refused;
+    /// - a refund's `req_info` is decrypted (AES-256-ECB under the MD5 of the key): that is
+    ///   its authentication, so anything that does not decrypt and parse is refused;
+    /// - the handler gets a [`Notification`](crate::Notification) whose
+    ///   [`version`](crate::Notification::version) is 2 and whose event is
+    ///   [`Event::V2Payment`](crate::Event::V2Payment) or
+    ///   [`Event::V2Refund`](crate::Event::V2Refund); its envelope fields are synthesized
+    ///   (`id` `v2:` + `nonce_str`, `event_type` `TRANSACTION.SUCCESS`, `REFUND.SUCCESS`,
+    ///   `REFUND.CLOSED`, `REFUND.ABNORMAL`, serial `APIv2`) and
+    ///   [`resource_json`](crate::Notification::resource_json) holds every field;
+    /// - answers are in v2's language: an acknowledgement is 200 with the XML
+    ///   `<return_code>SUCCESS</return_code>` body (the only answer that stops v2
+    ///   retries), a failure a 5xx (413 for an oversized body) with `return_code` FAIL.
+    ///
+    /// Without a v2 key, XML notifications are refused (WeChat Pay keeps resending them)
+    /// and the log says once what to configure.
+    ///
+    /// ```
+    /// use tower_wechatpay::WechatPayLayer;
+    /// # use tower_wechatpay::test_util::TEST_APIV3_KEY;
+    /// # fn main() -> Result<(), tower_wechatpay::ConfigError> {
+    /// let layer = WechatPayLayer::new(TEST_APIV3_KEY)?
+    ///     .v2_key("0123456789abcdefghijABCDEFGHIJ01")?; // std::fs::read("apiv2_key.txt")?
+    /// # let _ = layer;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidSetting`] unless the trimmed key is 32 printable ASCII bytes.
+    #[cfg(feature = "v2")]
+    pub fn v2_key(self, key: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
+        let key = crate::v2::V2Key::new(key.as_ref().trim_ascii())?;
+        Ok(self.with(|pipeline| pipeline.v2 = Some(key)))
+    }
+
+    /// A layer for a merchant that holds only the APIv2 key (no APIv3 key, no WeChat Pay
+    /// public key or platform certificate): XML notifications as [`v2_key`](Self::v2_key)
+    /// describes; every v3 request is refused (no key can verify it). Feature `v2`.
+    ///
+    /// # Errors
+    /// As [`v2_key`](Self::v2_key).
+    #[cfg(feature = "v2")]
+    pub fn v2_only(key: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
+        // No v3 notification can pass verification with an empty key ring, so the APIv3
+        // cipher is never reached; it only fills the slot.
+        Self::new([0x5a; 32])?.v2_key(key)
+    }
+
 
     /// The clock, as Unix seconds. Tests set a fixed one; the default is the system clock.
     pub fn clock(self, now: impl Fn() -> i64 + Send + Sync + 'static) -> Self {

@@ -56,6 +56,12 @@ pub(crate) struct Pipeline {
     pub(crate) probes: Arc<AtomicU64>,
     pub(crate) noise: Arc<NoiseLimiter>,
     pub(crate) drift: Arc<DriftSeen>,
+    /// The APIv2 key, for XML notifications on the same route.
+    #[cfg(feature = "v2")]
+    pub(crate) v2: Option<crate::v2::V2Key>,
+    /// Whether the "XML notification but no v2 key" hint was logged.
+    #[cfg(feature = "v2")]
+    pub(crate) v2_hint: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The schema-drift causes already logged: each is logged at error once, not per request.
@@ -200,6 +206,45 @@ impl Pipeline {
                 )
             }
         }
+    }
+
+    /// An APIv2 (XML) body: verified (payment) or decrypted (refund) with the v2 key.
+    /// Without one it is refused (500, so WeChat Pay keeps it until the key is set), and
+    /// the log says once what to configure.
+    #[cfg(feature = "v2")]
+    pub(crate) fn open_v2(&self, body: &[u8]) -> Result<Notification, Rejection> {
+        if body.len() > self.max_body_size {
+            return Err(Rejection::new(
+                RejectionKind::BodyTooLarge,
+                "body too large",
+            ));
+        }
+        let Some(key) = &self.v2 else {
+            if !self.v2_hint.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::error!(
+                    "an APIv2 (XML) notification arrived but no v2 key is configured: it is \
+                     refused and WeChat Pay resends it for about 24 hours. Typically a refund \
+                     made by hand in the merchant platform, or a v2-only merchant. Configure \
+                     the 32-character APIv2 key (merchant platform, API安全 → API密钥) with \
+                     WechatPayLayer::v2_key"
+                );
+            }
+            return Err(Rejection::new(
+                RejectionKind::Misconfigured,
+                "no apiv2 key configured",
+            ));
+        };
+        crate::v2::open(key, body).inspect_err(|rejection| {
+            if let Some(left_out) = self.noise.allow(Noise::BadSignature) {
+                tracing::warn!(
+                    left_out,
+                    reason = rejection.message(),
+                    "refused an APIv2 (XML) notification: its sign does not verify or its \
+                     req_info does not decrypt with the configured v2 key (forged, or the \
+                     APIv2 key is wrong or was reset)"
+                );
+            }
+        })
     }
 
     /// Everything after the body is in: size, signature, envelope, decryption, model.

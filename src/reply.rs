@@ -57,6 +57,46 @@ pub(crate) fn failure(rejection: Rejection) -> Response<BufferedBody> {
     response
 }
 
+/// The same answer in APIv2's language: a 2xx becomes 200 with the XML SUCCESS body (the
+/// only answer that stops v2 retries); a failure keeps a 413 or 408 and is otherwise a
+/// 5xx, with an XML FAIL body carrying the rejection's fixed message. Extensions (the
+/// [`Rejection`] for outer layers) are kept.
+#[cfg(feature = "v2")]
+pub(crate) fn into_v2(response: Response<BufferedBody>) -> Response<BufferedBody> {
+    let (mut parts, _) = response.into_parts();
+    let (status, body) = if parts.status.is_success() {
+        (StatusCode::OK, v2_body("SUCCESS", "OK"))
+    } else {
+        let message = parts
+            .extensions
+            .get::<Rejection>()
+            .map_or("handler failed", Rejection::message);
+        let status = match parts.status {
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT => parts.status,
+            status if status.is_server_error() => status,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, v2_body("FAIL", message))
+    };
+    parts.status = status;
+    parts.headers.clear();
+    parts.headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/xml; charset=utf-8"),
+    );
+    Response::from_parts(parts, BufferedBody::new(body))
+}
+
+/// `<xml><return_code><![CDATA[…]]></return_code><return_msg><![CDATA[…]]></return_msg></xml>`;
+/// `message` is one of the crate's fixed texts, never request data (and never holds `]]>`).
+#[cfg(feature = "v2")]
+fn v2_body(code: &str, message: &str) -> Bytes {
+    let message = message.replace("]]>", "]] >");
+    Bytes::from(format!(
+        "<xml><return_code><![CDATA[{code}]]></return_code><return_msg><![CDATA[{message}]]></return_msg></xml>"
+    ))
+}
+
 fn fail_body(message: &str) -> Bytes {
     let body = serde_json::json!({ "code": "FAIL", "message": message });
     Bytes::from(body.to_string())

@@ -96,7 +96,24 @@ where
             let inner = self.inner.clone();
             return ResponseFuture::refreshing(request, wait, inner, pipeline, deadline);
         }
+        // No `Wechatpay-*` header at all: perhaps an APIv2 XML notification, which only
+        // its body can tell.
+        #[cfg(feature = "v2")]
+        if matches!(problem, HeaderProblem::Missing(_)) && no_wechatpay_header(request.headers()) {
+            let inner = self.inner.clone();
+            return ResponseFuture::undecided(request, problem, inner, pipeline, deadline);
+        }
         let rejection = pipeline.refuse(problem, request.headers());
         ResponseFuture::rejected(rejection, pipeline)
     }
+}
+
+/// Whether none of the four signed-request headers is present (an APIv2 request carries
+/// none; a v3 request missing some of them is refused as such).
+#[cfg(feature = "v2")]
+fn no_wechatpay_header(headers: &http::HeaderMap) -> bool {
+    use crate::verify::{NONCE, SERIAL, SIGNATURE, TIMESTAMP};
+    [TIMESTAMP, NONCE, SIGNATURE, SERIAL]
+        .iter()
+        .all(|name| !headers.contains_key(name))
 }

@@ -5,11 +5,17 @@
 //! cargo run --release -p tower-wechatpay-inspect --example inspect -- \
 //!     --listen 127.0.0.1:8080 --apiv3-key-file FILE \
 //!     [--public-key PUB_KEY_ID_…=FILE.pem]… [--certificate FILE.pem]… [--tolerance-secs 300] \
-//!     [--now UNIX_SECONDS] [--dedupe memory|redis://HOST:PORT/DB]
+//!     [--now UNIX_SECONDS] [--dedupe memory|redis://HOST:PORT/DB] [--v2-key-file FILE]
 //! ```
 //!
 //! Each accepted notification prints `{"id":…,"event_type":…,"resource":{…}}`. Refused ones
 //! are answered as WeChat Pay expects and explained in the log.
+//!
+//! - `--v2-key-file FILE` (the 32-character APIv2 key) accepts APIv2 XML notifications on
+//!   the same port and prints each as `{"version":2,"kind":"payment"|"refund","fields":{…}}`,
+//!   `fields` holding every field of the XML (for refunds the outer and the decrypted ones,
+//!   decrypted winning); they are acknowledged with v2's XML SUCCESS. With it the v3 key
+//!   flags become optional (a merchant that holds only the v2 key).
 //!
 //! - `--now UNIX_SECONDS` judges `Wechatpay-Timestamp` against that fixed time instead of
 //!   the system clock: replay a captured notification hours later.
@@ -23,6 +29,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use axum::Router;
@@ -48,6 +55,9 @@ struct Cli {
     /// `memory` (this process) or a Redis URL `redis://HOST:PORT/DB` (shared).
     #[arg(long, value_name = "memory|redis://HOST:PORT/DB", value_parser = dedupe_flag)]
     dedupe: Option<DedupeFlag>,
+    /// Accept APIv2 (XML) notifications too, with the 32-character APIv2 key in FILE.
+    #[arg(long, value_name = "FILE")]
+    v2_key_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -70,11 +80,23 @@ fn dedupe_flag(value: &str) -> Result<DedupeFlag, String> {
 }
 
 async fn print(Notified(notification): Notified<Notification>) -> Result<Handled, Retry> {
-    let line = serde_json::json!({
-        "id": notification.id(),
-        "event_type": notification.event_type(),
-        "resource": notification.resource_value()?,
-    });
+    let line = if notification.version() == 2 {
+        let kind = match notification.original_type() {
+            Some("refund") => "refund",
+            _ => "payment",
+        };
+        serde_json::json!({
+            "version": 2,
+            "kind": kind,
+            "fields": notification.resource_value()?,
+        })
+    } else {
+        serde_json::json!({
+            "id": notification.id(),
+            "event_type": notification.event_type(),
+            "resource": notification.resource_value()?,
+        })
+    };
     let mut stdout = std::io::stdout().lock();
     // Acknowledge only what was really printed: a failed write makes WeChat Pay retry.
     writeln!(stdout, "{line}")?;
@@ -86,7 +108,7 @@ async fn print(Notified(notification): Notified<Notification>) -> Result<Handled
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     example_support::init_logs();
-    let mut layer = match cli.keys.layer() {
+    let mut layer = match cli.keys.layer_with_v2(cli.v2_key_file.as_deref()) {
         Ok(layer) => layer,
         Err(message) => return example_support::usage_error::<Cli>(message),
     };

@@ -18,9 +18,10 @@ pub mod harness;
 /// `--public-key PUB_KEY_ID_…=FILE.pem` and `--certificate FILE.pem`, `--tolerance-secs`.
 #[derive(clap::Args, Debug)]
 pub struct KeyArgs {
-    /// File holding the 32-byte APIv3 key (surrounding whitespace is ignored).
+    /// File holding the 32-byte APIv3 key (surrounding whitespace is ignored). Required,
+    /// unless a command takes an APIv2 key instead.
     #[arg(long, value_name = "FILE")]
-    pub apiv3_key_file: PathBuf,
+    pub apiv3_key_file: Option<PathBuf>,
     /// A WeChat Pay public key: its id and its PEM file (repeatable).
     #[arg(
         long = "public-key",
@@ -46,12 +47,48 @@ fn public_key_flag(value: &str) -> Result<(String, PathBuf), String> {
 }
 
 impl KeyArgs {
+    /// The layer from the key files, plus an APIv2 key file (feature `v2`): with it, XML
+    /// notifications are accepted too, and the v3 keys become optional (a v2-only
+    /// merchant). The error names the file and what is wrong with it.
+    #[cfg(feature = "v2")]
+    pub fn layer_with_v2(&self, v2_key_file: Option<&Path>) -> Result<WechatPayLayer, String> {
+        let Some(v2_file) = v2_key_file else {
+            return self.layer();
+        };
+        let v2_key = std::fs::read_to_string(v2_file)
+            .map_err(|e| format!("{}: {e}", v2_file.display()))?;
+        let v3_given = self.apiv3_key_file.is_some()
+            || !self.public_keys.is_empty()
+            || !self.certificates.is_empty();
+        let layer = if v3_given {
+            self.layer_unchecked()?
+        } else {
+            WechatPayLayer::v2_only(v2_key.trim())
+                .map_err(|e| format!("{}: {e}", v2_file.display()))?
+                .timestamp_tolerance(Duration::from_secs(self.tolerance_secs))
+                .map_err(|e| format!("--tolerance-secs: {e}"))?
+        };
+        layer
+            .v2_key(v2_key.trim())
+            .map_err(|e| format!("{}: {e}", v2_file.display()))
+    }
+
     /// The layer from the key files. The error names the file and what is wrong with it.
     pub fn layer(&self) -> Result<WechatPayLayer, String> {
+        let layer = self.layer_unchecked()?;
+        if layer.keys().is_empty() {
+            return Err("give at least one --public-key or --certificate".to_owned());
+        }
+        Ok(layer)
+    }
+
+    fn layer_unchecked(&self) -> Result<WechatPayLayer, String> {
         let read = |path: &Path| {
             std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
         };
-        let key_file = &self.apiv3_key_file;
+        let Some(key_file) = &self.apiv3_key_file else {
+            return Err("--apiv3-key-file is required".to_owned());
+        };
         let mut layer = WechatPayLayer::new(read(key_file)?.trim())
             .map_err(|e| format!("{}: {e}", key_file.display()))?
             .timestamp_tolerance(Duration::from_secs(self.tolerance_secs))
@@ -65,9 +102,6 @@ impl KeyArgs {
             layer = layer
                 .add_certificate(read(file)?)
                 .map_err(|e| format!("{}: {e}", file.display()))?;
-        }
-        if layer.keys().is_empty() {
-            return Err("give at least one --public-key or --certificate".to_owned());
         }
         Ok(layer)
     }

@@ -76,6 +76,7 @@ pub(crate) struct SigningKey(aws_lc_rs::rsa::KeyPair);
 
 #[cfg(any(feature = "test-util", feature = "client"))]
 impl SigningKey {
+    #[cfg(feature = "client")]
     pub(crate) fn from_pkcs1_der(der: &[u8]) -> Result<Self, CryptoError> {
         aws_lc_rs::rsa::KeyPair::from_der(der)
             .map(Self)
@@ -83,6 +84,7 @@ impl SigningKey {
     }
 
     /// The modulus size in bits.
+    #[cfg(feature = "client")]
     pub(crate) fn bits(&self) -> usize {
         self.0.public_modulus_len() * 8
     }

@@ -95,6 +95,7 @@ pub(crate) struct SigningKey(pkcs1v15::SigningKey<Sha256>);
 
 #[cfg(any(feature = "test-util", feature = "client"))]
 impl SigningKey {
+    #[cfg(feature = "client")]
     pub(crate) fn from_pkcs1_der(der: &[u8]) -> Result<Self, CryptoError> {
         use rsa::pkcs1::DecodeRsaPrivateKey;
         rsa::PrivateKey::from_pkcs1_der(der)
@@ -103,6 +104,7 @@ impl SigningKey {
     }
 
     /// The modulus size in bits.
+    #[cfg(feature = "client")]
     pub(crate) fn bits(&self) -> usize {
         use rsa::traits::PublicKeyParts;
         self.0.as_ref().size() * 8

@@ -4,3 +4,4 @@
 
 mod hostile_load;
 mod inspect;
+mod v2;

@@ -71,6 +71,19 @@ pub struct SendArgs {
     /// How long each attempt waits for the answer.
     #[arg(long, value_name = "MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub timeout_ms: u64,
+    /// Send an APIv2 XML notification (a payment signed with the key directory's
+    /// apiv2_key.txt, or for REFUND.* a refund with an encrypted req_info); `--set` edits
+    /// its top-level fields (a refund's decrypted fields). Acknowledged only by a 2xx with
+    /// an XML return_code SUCCESS body.
+    #[arg(long, conflicts_with_all = ["resource", "mode"])]
+    pub v2: bool,
+    /// With --v2, how the payment's sign is made.
+    #[arg(long, value_enum, default_value = "md5", requires = "v2")]
+    pub sign_type: crate::v2::SignType,
+    /// With --v2, leave the sign_type field out of the payment (WeChat does for HMAC-SHA256
+    /// orders too; the length of sign tells the algorithm).
+    #[arg(long, requires = "v2")]
+    pub no_sign_type: bool,
 }
 
 /// `audit --keys DIR --to URL [--json]`.
@@ -88,6 +101,10 @@ pub struct AuditArgs {
     /// Which WeChat Pay key signs the genuine notifications.
     #[arg(long, value_enum, default_value = "public-key")]
     pub mode: Mode,
+    /// Audit APIv2 XML notifications instead (the key directory's apiv2_key.txt): the v2
+    /// checks replace the v3 ones.
+    #[arg(long, conflicts_with = "mode")]
+    pub v2: bool,
 }
 
 /// Which keys the local merchant API signs its answers with.

@@ -1,4 +1,8 @@
 //! Delivering one notification on WeChat Pay's retry schedule.
+//!
+//! What counts as an acknowledgement is a property of the delivery
+//! ([`Deliverable::acknowledgement`]): any 2xx for APIv3, a 2xx whose body is XML with
+//! `return_code` SUCCESS for APIv2.
 
 use std::time::Duration;
 
@@ -67,6 +71,59 @@ impl Schedule {
     }
 }
 
+/// What WeChat Pay takes as an acknowledgement (it stops retrying).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acknowledgement {
+    /// APIv3: any 2xx answer, whatever its body.
+    AnySuccessStatus,
+    /// APIv2: a 2xx answer whose body is XML with `return_code` SUCCESS. A JSON
+    /// `{"code":"SUCCESS"}` or an empty 204 is not one: WeChat's v2 reads only the XML.
+    XmlSuccess,
+}
+
+impl Acknowledgement {
+    /// Whether `answer` acknowledges under this rule.
+    pub fn acknowledges(self, answer: &Answer) -> bool {
+        match self {
+            Acknowledgement::AnySuccessStatus => answer.acknowledged(),
+            Acknowledgement::XmlSuccess => {
+                answer.acknowledged() && crate::v2::Reply::of(&answer.body).is_success()
+            }
+        }
+    }
+
+    /// Why a 2xx `answer` does not count (`None` when it does, or is not a 2xx).
+    pub fn note(self, answer: &Answer) -> Option<String> {
+        match self {
+            Acknowledgement::AnySuccessStatus => None,
+            Acknowledgement::XmlSuccess if answer.acknowledged() => {
+                let reply = crate::v2::Reply::of(&answer.body);
+                (!reply.is_success()).then(|| reply.not_success_note())
+            }
+            Acknowledgement::XmlSuccess => None,
+        }
+    }
+}
+
+/// Something `deliver` can send again and again: each call makes one attempt's request.
+pub trait Deliverable: Sync {
+    /// One attempt (APIv3: freshly signed; APIv2: the same XML every time).
+    fn request(&self) -> Result<Request<Bytes>, SimError>;
+
+    /// What WeChat Pay takes as an acknowledgement of it.
+    fn acknowledgement(&self) -> Acknowledgement;
+}
+
+impl Deliverable for Notification {
+    fn request(&self) -> Result<Request<Bytes>, SimError> {
+        post(self)
+    }
+
+    fn acknowledgement(&self) -> Acknowledgement {
+        Acknowledgement::AnySuccessStatus
+    }
+}
+
 /// One request of a delivery and what came of it.
 #[derive(Debug, Clone)]
 pub struct Attempt {
@@ -76,6 +133,10 @@ pub struct Attempt {
     pub copy: Option<(usize, usize)>,
     /// The answer, or why there was none.
     pub result: Result<Answer, Failure>,
+    /// Whether the answer acknowledged, under the delivery's [`Acknowledgement`].
+    pub acknowledged: bool,
+    /// Why a 2xx answer did not count (APIv2: not an XML SUCCESS body).
+    pub note: Option<String>,
 }
 
 impl Attempt {
@@ -85,9 +146,13 @@ impl Attempt {
             Some((n, of)) => format!(" copy {n}/{of}"),
             None => String::new(),
         };
+        let note = match &self.note {
+            Some(note) => format!(" ({note}: not acknowledged)"),
+            None => String::new(),
+        };
         match &self.result {
             Ok(answer) => format!(
-                "attempt {}{copy}: {} in {} ms: {}",
+                "attempt {}{copy}: {} in {} ms: {}{note}",
                 self.number,
                 answer.status,
                 answer.millis(),
@@ -97,8 +162,21 @@ impl Attempt {
         }
     }
 
-    fn acknowledged(&self) -> bool {
-        self.result.as_ref().is_ok_and(Answer::acknowledged)
+    fn new(
+        number: usize,
+        copy: Option<(usize, usize)>,
+        result: Result<Answer, Failure>,
+        rule: Acknowledgement,
+    ) -> Self {
+        let acknowledged = result.as_ref().is_ok_and(|a| rule.acknowledges(a));
+        let note = result.as_ref().ok().and_then(|a| rule.note(a));
+        Self {
+            number,
+            copy,
+            result,
+            acknowledged,
+            note,
+        }
     }
 }
 
@@ -124,7 +202,8 @@ impl Progress<'_> {
 /// How a delivery ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// An attempt was answered 2xx (every copy, on a first attempt with copies).
+    /// An attempt was acknowledged (every copy, on a first attempt with copies): a 2xx,
+    /// and for APIv2 an XML SUCCESS body.
     Acknowledged {
         /// Attempts made, the acknowledged one included.
         attempts: usize,
@@ -165,13 +244,15 @@ pub struct Plan {
 }
 
 /// Delivers `notification` through `transport` as WeChat Pay would, reporting every request
-/// to `report` as it completes.
-pub async fn deliver<T: Transport>(
+/// to `report` as it completes. An attempt counts as acknowledged by the notification's
+/// [`Acknowledgement`] rule.
+pub async fn deliver<T: Transport, N: Deliverable>(
     transport: &T,
-    notification: &Notification,
+    notification: &N,
     plan: &Plan,
     mut report: impl FnMut(Progress<'_>),
 ) -> Result<Outcome, SimError> {
+    let rule = notification.acknowledgement();
     let copies = plan.copies.max(1);
     let mut attempts = 0;
     let mut gaps = plan.gaps.iter();
@@ -180,28 +261,31 @@ pub async fn deliver<T: Transport>(
         let sent = if attempts == 1 && copies > 1 {
             let requests = (1..=copies)
                 .map(|copy| {
-                    let request = post(notification)?;
+                    let request = notification.request()?;
                     Ok(async move {
-                        Attempt {
-                            number: 1,
-                            copy: Some((copy, copies)),
-                            result: transport.send(request, plan.timeout).await,
-                        }
+                        Attempt::new(
+                            1,
+                            Some((copy, copies)),
+                            transport.send(request, plan.timeout).await,
+                            rule,
+                        )
                     })
                 })
                 .collect::<Result<Vec<_>, SimError>>()?;
             futures_util::future::join_all(requests).await
         } else {
-            vec![Attempt {
-                number: attempts,
-                copy: None,
-                result: transport.send(post(notification)?, plan.timeout).await,
-            }]
+            let request = notification.request()?;
+            vec![Attempt::new(
+                attempts,
+                None,
+                transport.send(request, plan.timeout).await,
+                rule,
+            )]
         };
         for attempt in &sent {
             report(Progress::Attempt(attempt));
         }
-        if sent.iter().all(Attempt::acknowledged) {
+        if sent.iter().all(|attempt| attempt.acknowledged) {
             return Ok(Outcome::Acknowledged { attempts });
         }
         if attempts == 1

@@ -38,9 +38,12 @@ pub mod file {
     pub const MERCHANT_PUBLIC_KEY: &str = "merchant_public_key.pem";
     /// The merchant id (商户号).
     pub const MCHID: &str = "mchid.txt";
+    /// The APIv2 key (32 alphanumerics), for APIv2 XML notifications (`send --v2`,
+    /// `audit --v2`). Key directories made before it existed lack it.
+    pub const APIV2_KEY: &str = "apiv2_key.txt";
 
     /// Every file `wechatpay-sim keys` writes.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         APIV3_KEY,
         PUBLIC_KEY,
         PUBLIC_KEY_ID,
@@ -51,6 +54,7 @@ pub mod file {
         MERCHANT_SERIAL,
         MERCHANT_PUBLIC_KEY,
         MCHID,
+        APIV2_KEY,
         super::README_FILE,
     ];
 }
@@ -108,6 +112,8 @@ pub struct Keys {
     pub merchant_serial: String,
     /// The merchant API public key, SPKI PEM.
     pub merchant_public_key_pem: String,
+    /// The APIv2 key, when the directory has one ([`file::APIV2_KEY`]).
+    pub api_v2_key: Option<String>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -139,6 +145,7 @@ impl Keys {
             merchant_key_pem,
             merchant_serial: random_serial(),
             merchant_public_key_pem,
+            api_v2_key: Some(random_alphanumeric(32)),
         })
     }
 
@@ -178,7 +185,11 @@ impl Keys {
             (file::MCHID, format!("{}\n", self.mchid)),
             (README_FILE, readme()),
         ];
-        for (name, text) in contents {
+        let v2 = self
+            .api_v2_key
+            .as_ref()
+            .map(|key| (file::APIV2_KEY, format!("{key}\n")));
+        for (name, text) in contents.into_iter().chain(v2) {
             let path = dir.join(name);
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
@@ -225,6 +236,11 @@ impl Keys {
             merchant_key_pem: read(file::MERCHANT_KEY)?,
             merchant_serial: read(file::MERCHANT_SERIAL)?.trim().to_owned(),
             merchant_public_key_pem: read(file::MERCHANT_PUBLIC_KEY)?,
+            api_v2_key: if dir.join(file::APIV2_KEY).exists() {
+                Some(read(file::APIV2_KEY)?.trim().to_owned())
+            } else {
+                None
+            },
         };
         // Fail here, with the file named, rather than halfway through a command.
         keys.signer(Mode::PublicKey)?;
@@ -246,14 +262,35 @@ impl Keys {
         }
     }
 
-    /// A layer configured as a correct receiver of these keys is (both key kinds).
+    /// The APIv2 key, or the error `--v2` reports for a directory made before
+    /// `wechatpay-sim keys` wrote one.
+    pub fn v2_key(&self) -> Result<&str, SimError> {
+        self.api_v2_key.as_deref().ok_or_else(|| {
+            SimError(format!(
+                "--v2: {} has no {}: make fresh keys with `wechatpay-sim keys --out NEWDIR` \
+                 (or write a 32-character APIv2 key into {})",
+                self.dir.display(),
+                file::APIV2_KEY,
+                self.dir.join(file::APIV2_KEY).display()
+            ))
+        })
+    }
+
+    /// A layer configured as a correct receiver of these keys is (both key kinds, and
+    /// APIv2 XML notifications when the directory has an APIv2 key).
     pub fn receiver_layer(&self) -> Result<WechatPayLayer, SimError> {
-        WechatPayLayer::new(&self.api_v3_key)
+        let layer = WechatPayLayer::new(&self.api_v3_key)
             .map_err(context(self.dir.join(file::APIV3_KEY).display()))?
             .add_public_key(&self.public_key_id, &self.public_key_pem)
             .map_err(context(self.dir.join(file::PUBLIC_KEY).display()))?
             .add_certificate(&self.platform.cert_pem)
-            .map_err(context(self.dir.join(file::PLATFORM_CERT).display()))
+            .map_err(context(self.dir.join(file::PLATFORM_CERT).display()))?;
+        match &self.api_v2_key {
+            Some(key) => layer
+                .v2_key(key)
+                .map_err(context(self.dir.join(file::APIV2_KEY).display())),
+            None => Ok(layer),
+        }
     }
 
     /// What `wechatpay-sim keys` prints: how to configure a receiver with these keys.
@@ -284,6 +321,13 @@ impl Keys {
             file::PLATFORM_CERT,
             self.platform.serial
         );
+        if self.api_v2_key.is_some() {
+            let _ = writeln!(
+                out,
+                "    let layer = layer.v2_key(std::fs::read_to_string(\"{dir}/{}\")?)?; // APIv2 XML notifications (feature \"v2\")",
+                file::APIV2_KEY
+            );
+        }
         let _ = writeln!(out);
         let _ = writeln!(out, "inspect flags:");
         let _ = writeln!(
@@ -294,9 +338,22 @@ impl Keys {
             file::PUBLIC_KEY,
             file::PLATFORM_CERT
         );
+        if self.api_v2_key.is_some() {
+            let _ = writeln!(out, "    --v2-key-file {dir}/{}", file::APIV2_KEY);
+        }
         let _ = writeln!(out);
         let _ = writeln!(out, "Then: wechatpay-sim send --keys {dir} --to URL");
         let _ = writeln!(out, "      wechatpay-sim audit --keys {dir} --to URL");
+        if self.api_v2_key.is_some() {
+            let _ = writeln!(
+                out,
+                "      wechatpay-sim send --v2 --keys {dir} --to URL   (APIv2 XML)"
+            );
+            let _ = writeln!(
+                out,
+                "      wechatpay-sim audit --v2 --keys {dir} --to URL"
+            );
+        }
         out
     }
 }
@@ -402,7 +459,8 @@ fn readme() -> String {
         "Test keys made by wechatpay-sim. Never use them with real money.\n\n\
          Receiver side (configure these): {}, {} + {}, {}.\n\
          Merchant API client side: {} (PKCS#8), {}, {}.\n\
-         Simulator only (WeChat Pay's private keys): {}, {}.\n",
+         Simulator only (WeChat Pay's private keys): {}, {}.\n\
+         APIv2 (XML notifications, `send --v2`, `audit --v2`): {} (receiver and simulator).\n",
         file::APIV3_KEY,
         file::PUBLIC_KEY,
         file::PUBLIC_KEY_ID,
@@ -412,5 +470,6 @@ fn readme() -> String {
         file::MCHID,
         file::PLATFORM_KEY,
         file::PUBLIC_KEY_PRIVATE,
+        file::APIV2_KEY,
     )
 }

@@ -16,5 +16,6 @@ pub mod resource;
 pub mod send;
 pub mod serve;
 pub mod transport;
+pub mod v2;
 
 pub use error::SimError;

@@ -14,10 +14,12 @@
 //!    WeChat Pay's `{"code":"FAIL","message":…}`.
 //!
 //! [`audit`] runs the checks through any [`Transport`] and returns a typed [`Report`];
-//! [`run`] is the command: HTTP, then the report as text or JSON.
+//! [`run`] is the command: HTTP, then the report as text or JSON. `audit --v2` runs the
+//! APIv2 checks instead ([`v2::audit_v2`]), in the same report format.
 
 mod render;
 mod tamper;
+pub mod v2;
 
 use std::time::Duration;
 
@@ -168,8 +170,10 @@ pub struct Check {
 pub struct Report {
     /// What was audited.
     pub target: String,
-    /// Which WeChat Pay key signed the genuine notifications.
+    /// Which WeChat Pay key signed the genuine notifications (v3 audits).
     pub mode: Mode,
+    /// An APIv2 audit (`--v2`): the checks are [`v2::name::ALL`] and `mode` means nothing.
+    pub v2: bool,
     /// How long the audit took.
     pub duration: Duration,
     /// Every check, in [`name::ALL`] order.
@@ -208,7 +212,11 @@ impl Report {
 pub async fn run(args: &AuditArgs) -> Result<bool, SimError> {
     let keys = Keys::load(&args.keys)?;
     let transport = HttpTransport::new(&args.to)?;
-    let report = audit(&transport, &keys, args.mode).await?;
+    let report = if args.v2 {
+        v2::audit_v2(&transport, &keys).await?
+    } else {
+        audit(&transport, &keys, args.mode).await?
+    };
     if args.json {
         let text = serde_json::to_string_pretty(&report.json())
             .map_err(|e| SimError(format!("writing the JSON report: {e}")))?;
@@ -362,6 +370,7 @@ pub async fn audit<T: Transport>(
     Ok(Report {
         target: transport.target(),
         mode,
+        v2: false,
         duration: started.elapsed(),
         checks,
     })

@@ -33,10 +33,14 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "{} ({}, {} mode)",
+            "{} ({}, {})",
             self.summary(),
             self.target,
-            mode_name(self.mode)
+            if self.v2 {
+                "APIv2 XML".to_owned()
+            } else {
+                format!("{} mode", mode_name(self.mode))
+            }
         );
         out
     }
@@ -71,7 +75,7 @@ impl Report {
             .collect();
         json!({
             "target": self.target,
-            "mode": mode_name(self.mode),
+            "mode": if self.v2 { "apiv2" } else { mode_name(self.mode) },
             "passed": self.passed(),
             "duration_ms": u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX),
             "summary": self.summary(),

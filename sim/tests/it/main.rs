@@ -16,3 +16,4 @@ mod refresh;
 mod send;
 mod serve;
 mod support;
+mod v2;

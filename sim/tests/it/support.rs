@@ -90,3 +90,57 @@ pub fn stderr(output: &Output) -> String {
 pub fn arg(path: &Path) -> &str {
     path.to_str().unwrap()
 }
+
+/// What a v2 receiver's handler saw: (`Notification::version()`, the `Event` variant, the
+/// notification's fields: a payment's, or a refund's outer and decrypted ones together).
+pub type V2Seen = Arc<Mutex<Vec<(u8, &'static str, std::collections::BTreeMap<String, String>)>>>;
+
+/// A correct receiver of `keys` that also takes APIv2 XML (the layer with `.v2_key(…)`,
+/// `Notified<Notification>`, `Handled::Done`) at `/notify`; `json_reply` turns every
+/// acknowledgement into the v3 JSON `{"code":"SUCCESS","message":"成功"}` (EasyWeChat's
+/// default, which WeChat's v2 does not take as one).
+pub async fn healthy_v2_receiver(keys: &Keys, json_reply: bool) -> (SocketAddr, V2Seen) {
+    let seen = V2Seen::default();
+    let layer = keys.receiver_layer().unwrap();
+    let log = Arc::clone(&seen);
+    let app = Router::new()
+        .route(
+            "/notify",
+            post(move |Notified(n): Notified<Notification>| {
+                let log = Arc::clone(&log);
+                async move {
+                    let entry = match n.event() {
+                        tower_wechatpay::Event::V2Payment(p) => {
+                            (n.version(), "V2Payment", p.fields().clone())
+                        }
+                        tower_wechatpay::Event::V2Refund(r) => {
+                            (n.version(), "V2Refund", r.fields().clone())
+                        }
+                        _ => (n.version(), "other", Default::default()),
+                    };
+                    log.lock().unwrap().push(entry);
+                    Handled::Done
+                }
+            }),
+        )
+        .route_layer(layer);
+    let app = if json_reply {
+        app.layer(axum::middleware::map_response(
+            |response: axum::response::Response| async move {
+                if response.status().is_success() {
+                    use axum::response::IntoResponse;
+                    (
+                        [(http::header::CONTENT_TYPE, "application/json")],
+                        r#"{"code":"SUCCESS","message":"成功"}"#,
+                    )
+                        .into_response()
+                } else {
+                    response
+                }
+            },
+        ))
+    } else {
+        app
+    };
+    (serve(app).await, seen)
+}

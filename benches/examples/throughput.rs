@@ -10,8 +10,11 @@
 //!
 //! Options: `--seconds S` (default 5, split into 5 passes; the median pass is reported),
 //! `--count N` (test-signer notifications, default 1000), `--export DIR` (write the signed
-//! requests for a load generator and exit). The last line is
-//! `layer: N notifications/s, X µs per notification`.
+//! requests for a load generator and exit), `--v2` (also APIv2 XML notifications through
+//! the same layer, made by the crate's v2 test signer: payments signed MD5, payments signed
+//! HMAC-SHA256, refunds; each kind gets its own S seconds, in passes interleaved with the
+//! v3 ones, and a line `v2 payment MD5: N notifications/s, X µs per notification` before
+//! the last). The last line is `layer: N notifications/s, X µs per notification` (v3).
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -23,8 +26,11 @@ use bytes::Bytes;
 use clap::Parser;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use tower::{Service, ServiceExt};
-use tower_wechatpay::test_util::{SignedNotification, TestSigner, sample_payment};
-use tower_wechatpay::{BufferedBody, Notification, WechatPayLayer};
+use tower_wechatpay::test_util::{
+    SignType, SignedNotification, TEST_V2_KEY, TestSigner, V2TestSigner, sample_payment,
+    sample_v2_payment, sample_v2_refund,
+};
+use tower_wechatpay::{BufferedBody, Event, Notification, WechatPayLayer};
 
 const PASSES: u32 = 5;
 
@@ -61,6 +67,73 @@ fn from_signer(count: usize) -> Result<(WechatPayLayer, Vec<Case>), String> {
         });
     }
     Ok((signer.layer().map_err(|e| e.to_string())?, cases))
+}
+
+/// One kind of notification measured: its label and its pre-signed cases.
+struct Group {
+    label: &'static str,
+    cases: Vec<Case>,
+}
+
+/// `count` v2 notifications of each kind (payment MD5, payment HMAC-SHA256, refund), as
+/// WeChat Pay's v2 sends them, under [`TEST_V2_KEY`]: XML bodies, `text/xml`, no headers
+/// of WeChat Pay's own.
+fn v2_groups(count: usize) -> Vec<Group> {
+    let signer = V2TestSigner::new(TEST_V2_KEY);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml"),
+    );
+    let case = |body: String, total: i64| Case {
+        headers: headers.clone(),
+        body: Bytes::from(body),
+        total,
+    };
+    let payments = |sign_type: SignType| {
+        (0..count)
+            .map(|i| {
+                let total = 100 + (i as i64 * 37) % 100_000;
+                let mut fields = sample_v2_payment();
+                fields.insert("out_trade_no".into(), format!("2025112811200060{i:06}"));
+                fields.insert("transaction_id".into(), format!("42008301661318609{i:011}"));
+                fields.insert("nonce_str".into(), format!("5K8264ILTKCH16CQ2502SI{i:010}"));
+                fields.insert("total_fee".into(), total.to_string());
+                fields.insert("cash_fee".into(), total.to_string());
+                case(signer.payment_xml(fields, sign_type, false), total)
+            })
+            .collect()
+    };
+    let refunds = (0..count)
+        .map(|i| {
+            let refund = 100 + (i as i64 * 37) % 100_000;
+            let (mut outer, mut inner) = sample_v2_refund();
+            outer.insert("nonce_str".into(), format!("0b9f35f484df17a732e537{i:010}"));
+            inner.insert("out_refund_no".into(), format!("R2025112811200060{i:06}"));
+            inner.insert("out_trade_no".into(), format!("2025112811200060{i:06}"));
+            for field in ["refund_fee", "cash_refund_fee", "settlement_refund_fee"] {
+                inner.insert(field.into(), refund.to_string());
+            }
+            for field in ["total_fee", "settlement_total_fee"] {
+                inner.insert(field.into(), "100000".into());
+            }
+            case(signer.refund_xml(outer, inner), refund)
+        })
+        .collect();
+    vec![
+        Group {
+            label: "v2 payment MD5",
+            cases: payments(SignType::Md5),
+        },
+        Group {
+            label: "v2 payment HMAC-SHA256",
+            cases: payments(SignType::HmacSha256),
+        },
+        Group {
+            label: "v2 refund",
+            cases: refunds,
+        },
+    ]
 }
 
 /// Reads `gen_fixtures.py` output: the same notifications the peer harnesses use.
@@ -168,6 +241,10 @@ struct Cli {
     /// Write the signed requests for a load generator to DIR and exit.
     #[arg(long, value_name = "DIR")]
     export: Option<PathBuf>,
+    /// Also measure APIv2 XML notifications (payment MD5, payment HMAC-SHA256, refund)
+    /// through the same layer, in the same run.
+    #[arg(long)]
+    v2: bool,
 }
 
 fn main() -> ExitCode {
@@ -206,18 +283,38 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(layer, cases, seconds))
+    let mut groups = vec![Group {
+        label: "layer",
+        cases,
+    }];
+    let layer = if cli.v2 {
+        groups.extend(v2_groups(count));
+        match layer.v2_key(TEST_V2_KEY) {
+            Ok(layer) => layer,
+            Err(error) => {
+                eprintln!("throughput: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        layer
+    };
+    runtime.block_on(run(layer, groups, seconds))
 }
 
-async fn run(layer: WechatPayLayer, cases: Vec<Case>, seconds: f64) -> ExitCode {
+async fn run(layer: WechatPayLayer, groups: Vec<Group>, seconds: f64) -> ExitCode {
     // The inner service touches the typed notification, as a real handler would.
     let mut service = tower::ServiceBuilder::new().layer(layer).service_fn(
         |request: Request<BufferedBody>| async move {
             let total = request
                 .extensions()
                 .get::<Notification>()
-                .and_then(Notification::payment)
-                .map_or(-1, |payment| payment.amount.total);
+                .map_or(-1, |notification| match notification.event() {
+                    Event::Payment(payment) => payment.amount.total,
+                    Event::V2Payment(payment) => payment.total_fee,
+                    Event::V2Refund(refund) => refund.refund_fee,
+                    _ => -1,
+                });
             let mut response = Response::new(BufferedBody::empty());
             response.extensions_mut().insert(total);
             Ok::<_, Infallible>(response)
@@ -225,51 +322,75 @@ async fn run(layer: WechatPayLayer, cases: Vec<Case>, seconds: f64) -> ExitCode 
     );
 
     // Correctness first: every notification is accepted and typed as signed.
-    for case in &cases {
-        let Ok(response) =
-            ServiceExt::<Request<BufferedBody>>::oneshot(&mut service, request(case)).await;
-        if !response.status().is_success()
-            || response.extensions().get::<i64>() != Some(&case.total)
-        {
-            eprintln!(
-                "throughput: a notification was not accepted ({})",
-                response.status()
-            );
-            return ExitCode::FAILURE;
+    for group in &groups {
+        for case in &group.cases {
+            let Ok(response) =
+                ServiceExt::<Request<BufferedBody>>::oneshot(&mut service, request(case)).await;
+            if !response.status().is_success()
+                || response.extensions().get::<i64>() != Some(&case.total)
+            {
+                eprintln!(
+                    "throughput: a notification ({}) was not accepted ({})",
+                    group.label,
+                    response.status()
+                );
+                return ExitCode::FAILURE;
+            }
         }
     }
 
-    let mut rates = Vec::new();
+    // The passes of every group interleaved, so a drift in the machine's speed hits all.
+    let mut rates = vec![Vec::new(); groups.len()];
     let pass = Duration::from_secs_f64(seconds / f64::from(PASSES));
     for number in 1..=PASSES {
-        let started = Instant::now();
-        let mut done: u64 = 0;
-        while started.elapsed() < pass {
-            for case in &cases {
-                let Ok(ready) = ServiceExt::<Request<BufferedBody>>::ready(&mut service).await;
-                let Ok(response) = ready.call(request(case)).await;
-                std::hint::black_box(response);
+        for (group, rates) in groups.iter().zip(&mut rates) {
+            let started = Instant::now();
+            let mut done: u64 = 0;
+            while started.elapsed() < pass {
+                for case in &group.cases {
+                    let Ok(ready) = ServiceExt::<Request<BufferedBody>>::ready(&mut service).await;
+                    let Ok(response) = ready.call(request(case)).await;
+                    std::hint::black_box(response);
+                }
+                done += group.cases.len() as u64;
             }
-            done += cases.len() as u64;
+            let rate = done as f64 / started.elapsed().as_secs_f64();
+            let label = match group.label {
+                "layer" => String::new(),
+                label => format!(" {label}"),
+            };
+            println!(
+                "pass {number}{label}: {rate:.0} notifications/s, {:.2} µs per notification",
+                1e6 / rate
+            );
+            rates.push(rate);
         }
-        let rate = done as f64 / started.elapsed().as_secs_f64();
-        println!(
-            "pass {number}: {rate:.0} notifications/s, {:.2} µs per notification",
-            1e6 / rate
-        );
-        rates.push(rate);
     }
-    rates.sort_by(f64::total_cmp);
-    let median = rates[rates.len() / 2];
+    let medians: Vec<f64> = rates
+        .iter_mut()
+        .map(|rates| {
+            rates.sort_by(f64::total_cmp);
+            rates[rates.len() / 2]
+        })
+        .collect();
     println!(
         "backend {}, {} distinct notifications, median of {PASSES} passes",
         tower_wechatpay::CRYPTO_BACKEND,
-        cases.len()
+        groups[0].cases.len()
     );
-    println!(
-        "layer: {median:.0} notifications/s, {:.2} µs per notification",
-        1e6 / median
-    );
+    // The v3 line last: scripts read it.
+    for (group, median) in groups
+        .iter()
+        .zip(&medians)
+        .skip(1)
+        .chain(groups.iter().zip(&medians).take(1))
+    {
+        println!(
+            "{}: {median:.0} notifications/s, {:.2} µs per notification",
+            group.label,
+            1e6 / median
+        );
+    }
     let _ = std::io::stdout().flush();
     ExitCode::SUCCESS
 }

@@ -349,10 +349,7 @@ impl Keys {
                 out,
                 "      wechatpay-sim send --v2 --keys {dir} --to URL   (APIv2 XML)"
             );
-            let _ = writeln!(
-                out,
-                "      wechatpay-sim audit --v2 --keys {dir} --to URL"
-            );
+            let _ = writeln!(out, "      wechatpay-sim audit --v2 --keys {dir} --to URL");
         }
         out
     }

@@ -209,10 +209,7 @@ pub fn refund_fields(keys: &Keys, event_type: &str) -> (Fields, Fields) {
         ("transaction_id", format!("4200002{}", random_digits(21))),
     ];
     if status == "SUCCESS" {
-        inner.push((
-            "success_time",
-            beijing_now(true),
-        ));
+        inner.push(("success_time", beijing_now(true)));
     }
     let owned = |fields: Vec<(&str, String)>| {
         fields
@@ -300,8 +297,7 @@ impl Reply {
         if text.is_empty() {
             return Reply::Empty;
         }
-        if text.starts_with(['{', '[']) && serde_json::from_str::<serde_json::Value>(text).is_ok()
-        {
+        if text.starts_with(['{', '[']) && serde_json::from_str::<serde_json::Value>(text).is_ok() {
             return Reply::Json;
         }
         if text.starts_with("<xml>") && text.ends_with("</xml>") {
@@ -403,7 +399,11 @@ mod tests {
         );
         assert_eq!(Reply::of(b""), Reply::Empty);
         assert_eq!(Reply::of(b"SUCCESS"), Reply::Other);
-        assert!(Reply::Json.not_success_note().contains("JSON reply instead of XML"));
+        assert!(
+            Reply::Json
+                .not_success_note()
+                .contains("JSON reply instead of XML")
+        );
     }
 
     #[test]

@@ -349,8 +349,7 @@ mod tests {
         })
     }
 
-    const SUCCESS: &str =
-        "<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>";
+    const SUCCESS: &str = "<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>";
     const FAIL: &str = "<xml><return_code><![CDATA[FAIL]]></return_code><return_msg><![CDATA[sign mismatch]]></return_msg></xml>";
 
     #[test]
@@ -364,7 +363,11 @@ mod tests {
             &answer(200, r#"{"code":"SUCCESS","message":"成功"}"#),
         );
         assert!(!json.passed);
-        assert!(json.why.contains("JSON reply instead of XML"), "{}", json.why);
+        assert!(
+            json.why.contains("JSON reply instead of XML"),
+            "{}",
+            json.why
+        );
         assert!(json.detail.contains("JSON reply"), "{}", json.detail);
     }
 

@@ -23,8 +23,7 @@ use wechatpay_sim::v2::{self, SignType, V2Notification};
 
 use crate::support::{arg, healthy_v2_receiver, keys, serve, sim, stderr, stdout};
 
-const XML_SUCCESS: &str =
-    "<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>";
+const XML_SUCCESS: &str = "<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>";
 
 async fn send_v2(keys: &Keys, addr: SocketAddr, extra: &[&str]) -> Output {
     let url = format!("http://{addr}/notify");
@@ -170,7 +169,12 @@ async fn send_v2_refund_is_acknowledged_and_the_handler_sees_the_decrypted_refun
         (19, "-", " "),
         "{time}"
     );
-    for field in ["refund_id", "out_refund_no", "transaction_id", "out_trade_no"] {
+    for field in [
+        "refund_id",
+        "out_refund_no",
+        "transaction_id",
+        "out_trade_no",
+    ] {
         assert!(fields.contains_key(field), "{field}: {fields:?}");
     }
 }
@@ -186,10 +190,16 @@ async fn a_json_success_reply_is_not_an_acknowledgement_of_a_v2_notification() {
         .lines()
         .find(|line| line.starts_with("attempt 1: 200 OK"))
         .unwrap_or_else(|| panic!("{out}"));
-    assert!(attempt.contains(r#"{"code":"SUCCESS","message":"成功"}"#), "{attempt}");
+    assert!(
+        attempt.contains(r#"{"code":"SUCCESS","message":"成功"}"#),
+        "{attempt}"
+    );
     assert!(attempt.contains("not an XML SUCCESS body"), "{attempt}");
     assert!(attempt.contains("JSON reply"), "{attempt}");
-    assert_eq!(out.lines().last(), Some("not acknowledged after 1 attempt(s)"));
+    assert_eq!(
+        out.lines().last(),
+        Some("not acknowledged after 1 attempt(s)")
+    );
     // The handler ran: the receiver's only fault is the reply's language.
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
@@ -255,7 +265,10 @@ fn scripted(
 async fn v2_attempts_resend_the_same_xml_until_an_xml_success_body_on_the_same_schedule() {
     let (_dir, keys) = keys();
     static ANSWERS: [(StatusCode, &str); 4] = [
-        (StatusCode::INTERNAL_SERVER_ERROR, "<xml><return_code>FAIL</return_code></xml>"),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "<xml><return_code>FAIL</return_code></xml>",
+        ),
         (StatusCode::NO_CONTENT, ""),
         (StatusCode::OK, r#"{"code":"SUCCESS","message":"成功"}"#),
         (StatusCode::OK, XML_SUCCESS),
@@ -293,7 +306,11 @@ async fn v2_attempts_resend_the_same_xml_until_an_xml_success_body_on_the_same_s
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 4);
     for request in seen.iter() {
-        assert_eq!(request.body(), notification.body(), "the same XML every time");
+        assert_eq!(
+            request.body(),
+            notification.body(),
+            "the same XML every time"
+        );
         assert_eq!(request.headers()["content-type"], "text/xml");
         assert!(
             request
@@ -363,7 +380,10 @@ async fn audit_v2_passes_the_layer_with_a_v2_key_and_its_handler_sees_only_genui
     let checks = report["checks"].as_array().unwrap();
     assert_eq!(checks.len(), name::ALL.len());
     let forged = checks.iter().find(|c| c["name"] == name::FORGED).unwrap();
-    assert!(forged["answer"]["status"].as_u64().unwrap() >= 500, "{forged}");
+    assert!(
+        forged["answer"]["status"].as_u64().unwrap() >= 500,
+        "{forged}"
+    );
     assert!(
         forged["answer"]["body"]
             .as_str()

@@ -137,7 +137,7 @@ pub(crate) fn aes256_ecb_pkcs7_decrypt(
     use aws_lc_rs::cipher::{
         AES_256, DecryptionContext, PaddedBlockDecryptingKey, UnboundCipherKey,
     };
-    if buffer.is_empty() || buffer.len() % 16 != 0 {
+    if buffer.is_empty() || !buffer.len().is_multiple_of(16) {
         return Err(CryptoError);
     }
     let key = UnboundCipherKey::new(&AES_256, key).map_err(|_| CryptoError)?;

@@ -155,7 +155,7 @@ pub(crate) fn aes256_ecb_pkcs7_decrypt(
 ) -> Result<usize, CryptoError> {
     use aes::cipher::block_padding::Pkcs7;
     use aes::cipher::{BlockModeDecrypt, KeyInit};
-    if buffer.is_empty() || buffer.len() % 16 != 0 {
+    if buffer.is_empty() || !buffer.len().is_multiple_of(16) {
         return Err(CryptoError);
     }
     let decryptor = ecb::Decryptor::<aes::Aes256>::new_from_slice(key).map_err(|_| CryptoError)?;

@@ -29,6 +29,7 @@ pub(crate) enum SignType {
 
 impl SignType {
     /// The value of the `sign_type` field.
+    #[cfg(feature = "test-util")]
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Md5 => "MD5",

@@ -291,9 +291,14 @@ where
                             opened(this.pipeline, this.run, parts, &checked, collected)
                         }
                         #[cfg(feature = "v2")]
-                        (Some(collected), Head::Unsigned(problem)) => {
-                            opened_unsigned(this.pipeline, this.run, this.v2, parts, problem, collected)
-                        }
+                        (Some(collected), Head::Unsigned(problem)) => opened_unsigned(
+                            this.pipeline,
+                            this.run,
+                            this.v2,
+                            parts,
+                            problem,
+                            collected,
+                        ),
                         (None, _) => answered(reply::failure(body_timed_out(this.pipeline))),
                     }
                 }

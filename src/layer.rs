@@ -304,7 +304,6 @@ impl WechatPayLayer {
         Self::new([0x5a; 32])?.v2_key(key)
     }
 
-
     /// The clock, as Unix seconds. Tests set a fixed one; the default is the system clock.
     pub fn clock(self, now: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
         self.with(|pipeline| pipeline.clock = Arc::new(now))

@@ -106,7 +106,9 @@
 //! guard and its stores), [`refresh`] (the key refresher), [`extract`] (the extractor's
 //! trait and rejection) and, with the `client` feature, `client` (the merchant API client:
 //! signed requests, verified answers, platform certificates that refresh themselves, order
-//! and refund queries, confirming a notification). Defaults are associated constants, e.g.
+//! and refund queries, confirming a notification). With the `v2` feature the layer also
+//! takes APIv2 XML notifications on the same route (`WechatPayLayer::v2_key`; models
+//! `models::V2Payment`, `models::V2Refund`). Defaults are associated constants, e.g.
 //! [`WechatPayLayer::DEFAULT_ANSWER_DEADLINE`], [`dedupe::Dedupe::DEFAULT_LEASE`].
 //!
 //! # Order

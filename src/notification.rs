@@ -113,7 +113,7 @@ impl Notification {
 
     /// The API version it arrived in: 3 (JSON, RSA-signed) or 2 (XML, `sign` or encrypted
     /// `req_info`; with the `v2` feature). A v2 notification's envelope fields are
-    /// synthesized: see [`WechatPayLayer::v2_key`](crate::WechatPayLayer::v2_key).
+    /// synthesized: see `WechatPayLayer::v2_key`.
     pub fn version(&self) -> u8 {
         self.inner.version
     }

@@ -220,7 +220,10 @@ impl Pipeline {
             ));
         }
         let Some(key) = &self.v2 else {
-            if !self.v2_hint.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            if !self
+                .v2_hint
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
                 tracing::error!(
                     "an APIv2 (XML) notification arrived but no v2 key is configured: it is \
                      refused and WeChat Pay resends it for about 24 hours. Typically a refund \

@@ -55,8 +55,8 @@ impl KeyArgs {
         let Some(v2_file) = v2_key_file else {
             return self.layer();
         };
-        let v2_key = std::fs::read_to_string(v2_file)
-            .map_err(|e| format!("{}: {e}", v2_file.display()))?;
+        let v2_key =
+            std::fs::read_to_string(v2_file).map_err(|e| format!("{}: {e}", v2_file.display()))?;
         let v3_given = self.apiv3_key_file.is_some()
             || !self.public_keys.is_empty()
             || !self.certificates.is_empty();

@@ -291,6 +291,7 @@ impl fmt::Debug for Dedupe {
 /// | combine payment | event type, `combine_mchid`, `combine_out_trade_no` |
 /// | refund, final state (`SUCCESS`, `CLOSED`) | event type, merchant, `refund_id`, state |
 /// | refund, other state (`ABNORMAL`, `PROCESSING`) | event type, merchant, `refund_id`, state, envelope `id` |
+/// | APIv2 payment / refund (feature `v2`) | as its v3 twin: a copy delivered by either version is the same event |
 /// | anything else, or a resource that did not match its model | event type, envelope `id` |
 ///
 /// A non-final refund state is keyed by its notification too: after the abnormal-refund
@@ -324,6 +325,35 @@ pub fn default_key(notification: &Notification) -> Option<String> {
                 refund.refund_id, refund.refund_status
             );
             match refund.refund_status.as_str() {
+                "SUCCESS" | "CLOSED" => base,
+                _ => format!("{base}:id:{id}"),
+            }
+        }
+        // APIv2 events get the keys their v3 twins get (the same business event, whichever
+        // version delivers it): a payment by merchant and transaction, a refund by merchant,
+        // refund and state (`REFUNDCLOSE` is v3's `CLOSED`; `CHANGE`, v3's `ABNORMAL`, is
+        // keyed per notification too). The event type is already mapped to v3's.
+        #[cfg(feature = "v2")]
+        Event::V2Payment(payment) => match &payment.sub_mch_id {
+            Some(sub_mchid) => format!(
+                "{event_type}:{}:{sub_mchid}:{}",
+                payment.mch_id, payment.transaction_id
+            ),
+            None => format!("{event_type}:{}:{}", payment.mch_id, payment.transaction_id),
+        },
+        #[cfg(feature = "v2")]
+        Event::V2Refund(refund) => {
+            let merchant = match &refund.sub_mch_id {
+                Some(sub_mchid) => format!("{}:{sub_mchid}", refund.mch_id),
+                None => refund.mch_id.clone(),
+            };
+            let state = match refund.refund_status.as_str() {
+                "REFUNDCLOSE" => "CLOSED",
+                "CHANGE" => "ABNORMAL",
+                other => other,
+            };
+            let base = format!("{event_type}:{merchant}:{}:{state}", refund.refund_id);
+            match state {
                 "SUCCESS" | "CLOSED" => base,
                 _ => format!("{base}:id:{id}"),
             }

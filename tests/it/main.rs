@@ -24,6 +24,8 @@ mod secrets;
 mod slow_clients;
 mod stranger_logs;
 mod tampering;
+#[cfg(feature = "v2")]
+mod v2_layer;
 mod vectors;
 #[cfg(feature = "v2")]
 mod vectors_v2;

@@ -63,7 +63,14 @@ async fn logs_at_trace_never_contain_secrets_or_payer_data() {
         ))
         .unwrap();
     let (answer, _) = support::send(&layer, v2_refund).await;
-    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    // With the `v2` feature an XML body is read and refused for want of a v2 key (500, so
+    // WeChat Pay keeps it); without it, for its missing headers.
+    let refused = if cfg!(feature = "v2") {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    assert_eq!(answer.status, refused);
 
     let logs = captured.text();
     for secret in [

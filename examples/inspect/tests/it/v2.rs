@@ -67,20 +67,41 @@ async fn every_vector_case_gets_its_expected_answer(v3: bool) {
         )
         .await;
         if case["expected_status"] == 200 {
-            assert_eq!(status, StatusCode::OK, "{name}: {}", String::from_utf8_lossy(&body));
-            assert!(is_xml_success(&body), "{name}: {}", String::from_utf8_lossy(&body));
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{name}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            assert!(
+                is_xml_success(&body),
+                "{name}: {}",
+                String::from_utf8_lossy(&body)
+            );
             let line = read_line(&mut inspect);
             assert_eq!(line["version"], 2, "{name}: {line}");
             assert_eq!(line["kind"], case["expected_kind"], "{name}: {line}");
             for (field, value) in case["expected_fields"].as_object().unwrap() {
-                assert_eq!(&line["fields"][field], value, "{name}: field {field} in {line}");
+                assert_eq!(
+                    &line["fields"][field], value,
+                    "{name}: field {field} in {line}"
+                );
             }
         } else {
-            assert!(!status.is_success(), "{name}: refused case answered {status}");
-            assert!(status.is_server_error(), "{name}: v2 failures are 5xx, got {status}");
+            assert!(
+                !status.is_success(),
+                "{name}: refused case answered {status}"
+            );
+            assert!(
+                status.is_server_error(),
+                "{name}: v2 failures are 5xx, got {status}"
+            );
             assert!(!is_xml_success(&body), "{name}");
             let text = String::from_utf8_lossy(&body);
-            assert!(text.contains("<return_code><![CDATA[FAIL]]></return_code>"), "{name}: {text}");
+            assert!(
+                text.contains("<return_code><![CDATA[FAIL]]></return_code>"),
+                "{name}: {text}"
+            );
         }
     }
     // Nothing refused reached the printer: one genuine payment after all cases is the very
@@ -119,7 +140,10 @@ async fn without_a_v2_key_xml_is_refused_and_the_log_says_what_to_configure() {
     args.extend(key_flags(dir.path()));
     let inspect = start("inspect", &args);
     let http = Http::new(&inspect.addr);
-    let case = cases().into_iter().find(|c| c["expected_status"] == 200).unwrap();
+    let case = cases()
+        .into_iter()
+        .find(|c| c["expected_status"] == 200)
+        .unwrap();
     let (status, body) = post(&http, case["body"].as_str().unwrap(), "text/xml").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(!is_xml_success(&body), "{}", String::from_utf8_lossy(&body));

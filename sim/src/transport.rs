@@ -129,22 +129,9 @@ impl Transport for HttpTransport {
                 .request(request)
                 .await
                 .map_err(|e| Failure::Connection(error_chain(&e)))?;
-            let (parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| Failure::Connection(error_chain(&e)))?
-                .to_bytes();
-            Ok(Answer {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-                latency: started.elapsed(),
-            })
+            answer(response, started, |e| error_chain(&e)).await
         };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or(Err(Failure::Timeout(timeout)))
+        within(timeout, exchange).await
     }
 
     fn target(&self) -> String {
@@ -186,27 +173,44 @@ where
                 Ok(response) => response,
                 Err(never) => match never {},
             };
-            let (parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| Failure::Connection(e.to_string()))?
-                .to_bytes();
-            Ok(Answer {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-                latency: started.elapsed(),
-            })
+            answer(response, started, |e| e.to_string()).await
         };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or(Err(Failure::Timeout(timeout)))
+        within(timeout, exchange).await
     }
 
     fn target(&self) -> String {
         "an in-process service".to_owned()
     }
+}
+
+/// The whole answer, timed from `started`; `describe` words a body error.
+async fn answer<B: http_body::Body>(
+    response: Response<B>,
+    started: Instant,
+    describe: impl FnOnce(B::Error) -> String,
+) -> Result<Answer, Failure> {
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| Failure::Connection(describe(e)))?
+        .to_bytes();
+    Ok(Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+        latency: started.elapsed(),
+    })
+}
+
+/// `exchange`, or [`Failure::Timeout`] once `timeout` has passed.
+async fn within(
+    timeout: Duration,
+    exchange: impl Future<Output = Result<Answer, Failure>>,
+) -> Result<Answer, Failure> {
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or(Err(Failure::Timeout(timeout)))
 }
 
 /// An error and its causes on one line (hyper's top-level message alone says little).

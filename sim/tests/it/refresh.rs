@@ -3,9 +3,7 @@
 //! over real HTTP, and on a paused clock against a fake transport.
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +14,6 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::json;
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tower::ServiceExt;
 use tower_wechatpay::client::{Client, ClientError};
 use tower_wechatpay::test_util::sample_payment;
@@ -25,7 +22,7 @@ use wechatpay_sim::keys::{Keys, Mode, PlatformCertificate};
 use wechatpay_sim::serve::{CertificatesAnswer, ServeMode};
 
 use crate::client::{api, client};
-use crate::support::{arg, keys, serve};
+use crate::support::{Running, keys, serve};
 
 fn unix_now() -> i64 {
     wechatpay_sim::notify::unix_now()
@@ -301,73 +298,6 @@ async fn after_a_rotation_the_layer_refreshes_and_accepts_the_notification() {
     assert_eq!(*seen.lock().unwrap(), ["TRANSACTION.SUCCESS"]);
     assert!(ring.contains(&rotated.serial));
     assert!(ring.contains(&keys.platform.serial));
-}
-
-/// `wechatpay-sim serve` running on a free port; killed when dropped.
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-    lines: UnboundedReceiver<String>,
-    printed: Vec<String>,
-}
-
-impl Running {
-    async fn start(keys: &Keys, flags: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wechatpay-sim"))
-            .args(["serve", "--keys", arg(&keys.dir), "--listen", "127.0.0.1:0"])
-            .args(flags)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (sender, lines) = unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut running = Self {
-            child,
-            addr: "127.0.0.1:1".parse().unwrap(),
-            lines,
-            printed: Vec::new(),
-        };
-        let first = running
-            .wait_for(|line| line.starts_with("listening on "))
-            .await;
-        running.addr = first
-            .strip_prefix("listening on http://")
-            .unwrap()
-            .parse()
-            .unwrap();
-        running
-    }
-
-    /// The next printed line matching `wanted` (generous limit: the machine may be busy).
-    async fn wait_for(&mut self, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let line = tokio::time::timeout_at(deadline, self.lines.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no such line; printed so far: {:#?}", self.printed))
-                .unwrap_or_else(|| panic!("the server exited; printed: {:#?}", self.printed));
-            self.printed.push(line.clone());
-            if wanted(&line) {
-                return line;
-            }
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]

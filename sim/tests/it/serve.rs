@@ -2,9 +2,7 @@
 //! the configuration is all that differs), with a test-side merchant signer and response
 //! verifier written from the protocol, not from the server's code.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,7 +21,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tower::ServiceExt;
 use tower_wechatpay::{Handled, KeyRing, Notification, Notified};
 use wechatpay_sim::keys::Keys;
@@ -31,7 +28,7 @@ use wechatpay_sim::serve::{CertificatesAnswer, Log, ServeMode, Server, app};
 use x509_cert::Certificate;
 use x509_cert::der::{DecodePem, Encode};
 
-use crate::support::{arg, healthy_receiver, keys, serve, sim, stderr};
+use crate::support::{Running, arg, healthy_receiver, keys, serve, sim, stderr};
 
 // ---------------------------------------------------------------------------------------
 // The merchant's side: signing requests, verifying and decrypting answers.
@@ -320,74 +317,14 @@ fn in_process(keys: &Keys, mode: ServeMode, answer: CertificatesAnswer) -> Api {
     Api::InProcess(app(server))
 }
 
-/// `wechatpay-sim serve` running on a free port; killed when dropped.
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-    lines: UnboundedReceiver<String>,
-    printed: Vec<String>,
+/// The running server's API over HTTP.
+trait ApiOf {
+    fn api(&self) -> Api;
 }
 
-impl Running {
-    async fn start(keys: &Keys, flags: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wechatpay-sim"))
-            .args(["serve", "--keys", arg(&keys.dir), "--listen", "127.0.0.1:0"])
-            .args(flags)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (sender, lines) = unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut running = Self {
-            child,
-            addr: "127.0.0.1:1".parse().unwrap(),
-            lines,
-            printed: Vec::new(),
-        };
-        let first = running
-            .wait_for(|line| line.starts_with("listening on "))
-            .await;
-        running.addr = first
-            .strip_prefix("listening on http://")
-            .unwrap()
-            .parse()
-            .unwrap();
-        running
-    }
-
+impl ApiOf for Running {
     fn api(&self) -> Api {
         Api::Http(self.addr)
-    }
-
-    /// The next printed line matching `wanted` (generous limit: the machine may be busy).
-    async fn wait_for(&mut self, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let line = tokio::time::timeout_at(deadline, self.lines.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no such line; printed so far: {:#?}", self.printed))
-                .unwrap_or_else(|| panic!("the server exited; printed: {:#?}", self.printed));
-            self.printed.push(line.clone());
-            if wanted(&line) {
-                return line;
-            }
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

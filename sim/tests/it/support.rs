@@ -1,14 +1,17 @@
 //! What the simulator's tests share: fresh key directories, receivers on free ports, and
 //! running the `wechatpay-sim` binary.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
 use example_support::harness::TempDir;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tower_wechatpay::{Handled, Notification, Notified};
 use wechatpay_sim::keys::Keys;
 
@@ -143,4 +146,71 @@ pub async fn healthy_v2_receiver(keys: &Keys, json_reply: bool) -> (SocketAddr, 
         app
     };
     (serve(app).await, seen)
+}
+
+/// `wechatpay-sim serve` running on a free port; killed when dropped.
+pub struct Running {
+    child: Child,
+    pub addr: SocketAddr,
+    lines: UnboundedReceiver<String>,
+    printed: Vec<String>,
+}
+
+impl Running {
+    pub async fn start(keys: &Keys, flags: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wechatpay-sim"))
+            .args(["serve", "--keys", arg(&keys.dir), "--listen", "127.0.0.1:0"])
+            .args(flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut running = Self {
+            child,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            lines,
+            printed: Vec::new(),
+        };
+        let first = running
+            .wait_for(|line| line.starts_with("listening on "))
+            .await;
+        running.addr = first
+            .strip_prefix("listening on http://")
+            .unwrap()
+            .parse()
+            .unwrap();
+        running
+    }
+
+    /// The next printed line matching `wanted` (generous limit: the machine may be busy).
+    pub async fn wait_for(&mut self, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no such line; printed so far: {:#?}", self.printed))
+                .unwrap_or_else(|| panic!("the server exited; printed: {:#?}", self.printed));
+            self.printed.push(line.clone());
+            if wanted(&line) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -205,6 +205,37 @@ pub enum RejectionKind {
 }
 
 impl RejectionKind {
+    /// The kind in snake case, e.g. `invalid_signature`: a bounded label value for
+    /// metrics and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::BodyTooLarge => "body_too_large",
+            Self::BodyUnreadable => "body_unreadable",
+            Self::BodyTimeout => "body_timeout",
+            Self::MissingHeader => "missing_header",
+            Self::InvalidHeader => "invalid_header",
+            Self::UnsupportedSignatureType => "unsupported_signature_type",
+            Self::TimestampOutOfWindow => "timestamp_out_of_window",
+            Self::UnknownSerial => "unknown_serial",
+            Self::CertificateNotValid => "certificate_not_valid",
+            Self::InvalidSignature => "invalid_signature",
+            Self::SignatureProbe => "signature_probe",
+            Self::MalformedEnvelope => "malformed_envelope",
+            Self::UnsupportedAlgorithm => "unsupported_algorithm",
+            Self::DecryptionFailed => "decryption_failed",
+            Self::MalformedResource => "malformed_resource",
+            Self::HandlerRetry => "handler_retry",
+            Self::UnexpectedHandlerStatus => "unexpected_handler_status",
+            Self::ServiceError => "service_error",
+            Self::ServiceNotReady => "service_not_ready",
+            Self::HandlerTimeout => "handler_timeout",
+            Self::HandlerPanicked => "handler_panicked",
+            Self::Misconfigured => "misconfigured",
+            Self::InProgress => "in_progress",
+            Self::DedupeUnavailable => "dedupe_unavailable",
+        }
+    }
+
     /// The HTTP status this kind is answered with (handler failures keep the handler's
     /// own 4xx/5xx; this returns 500 for them).
     pub const fn status(self) -> StatusCode {

@@ -24,6 +24,7 @@ use crate::body::BufferedBody;
 use crate::dedupe::{Claim, StoreError, StoreFuture, new_token};
 use crate::error::{Rejection, RejectionKind};
 use crate::log::Noise;
+use crate::metrics::{self, Stopwatch};
 use crate::notification::Notification;
 use crate::pipeline::Pipeline;
 use crate::refresh::RefreshWait;
@@ -57,6 +58,8 @@ pin_project! {
         run: Option<Run>,
         // An APIv2 (XML) request: the answer is rewritten in v2's language.
         v2: bool,
+        // When the request arrived, for the answer duration (nothing without metrics).
+        arrived: Stopwatch,
     }
 }
 
@@ -83,7 +86,7 @@ pin_project! {
         // Waiting for the inner service to be ready.
         Reserving { request: Option<Request<BufferedBody>> },
         // The handler runs.
-        Calling { #[pin] future: F },
+        Calling { #[pin] future: F, started: Stopwatch },
         // Marking the event done, or releasing the claim, before answering.
         Settling { settle: Option<StoreFuture<()>>, response: Option<Response<BufferedBody>> },
     }
@@ -117,11 +120,12 @@ where
 {
     /// Refused before the body: no inner service, no timer.
     pub(crate) fn rejected(rejection: Rejection, pipeline: Arc<Pipeline>) -> Self {
+        let deadline = Instant::now() + pipeline.deadline;
         Self::new(
             answered(reply::failure(rejection)),
             None,
             pipeline,
-            Instant::now(),
+            deadline,
         )
     }
 
@@ -172,6 +176,8 @@ where
         pipeline: Arc<Pipeline>,
         deadline: Instant,
     ) -> Self {
+        // Every constructor's deadline is its arrival plus the answer budget.
+        let arrived = Stopwatch::at(deadline.checked_sub(pipeline.deadline).unwrap_or(deadline));
         Self {
             state,
             inner,
@@ -180,6 +186,7 @@ where
             timer: None,
             run: None,
             v2: false,
+            arrived,
         }
     }
 }
@@ -249,6 +256,8 @@ where
             let next = match this.state.as_mut().project() {
                 StateProj::Answered { response } => {
                     let response = held!(response.take());
+                    let verified = this.run.as_ref().map(|run| &run.notification);
+                    metrics::answered(&response, verified, *this.v2, *this.arrived);
                     #[cfg(feature = "v2")]
                     if *this.v2 {
                         return Poll::Ready(Ok(reply::into_v2(response)));
@@ -322,7 +331,10 @@ where
                             let request = held!(request.take());
                             // A panic in `call` itself becomes a retry too.
                             match catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
-                                Ok(future) => State::Calling { future },
+                                Ok(future) => State::Calling {
+                                    future,
+                                    started: Stopwatch::start(),
+                                },
                                 Err(panic) => settle(
                                     this.pipeline,
                                     this.run,
@@ -341,7 +353,7 @@ where
                         }
                     }
                 }
-                StateProj::Calling { future } => {
+                StateProj::Calling { future, started } => {
                     let run = held!(this.run.as_ref());
                     // A panicking handler becomes a retry; the connection and the server
                     // carry on.
@@ -356,6 +368,7 @@ where
                             timed_out(&run.notification, this.pipeline)
                         }
                     };
+                    metrics::handler_finished(*started);
                     settle(this.pipeline, this.run, response)
                 }
                 StateProj::Settling { settle, response } => {
@@ -527,8 +540,12 @@ where
         request: Some(request),
     };
     match claim {
-        Ok(Claim::Claimed) => reserve,
+        Ok(Claim::Claimed) => {
+            metrics::dedupe("claimed");
+            reserve
+        }
         Ok(Claim::Done) => {
+            metrics::dedupe("done_copy");
             tracing::info!(
                 id,
                 event_type,
@@ -540,6 +557,7 @@ where
             answered(reply::success(pipeline.success))
         }
         Ok(Claim::InProgress) => {
+            metrics::dedupe("in_progress");
             tracing::info!(
                 id,
                 event_type,
@@ -554,6 +572,7 @@ where
             )))
         }
         Err(error) => {
+            metrics::dedupe("store_error");
             // The claim may have landed after we stopped waiting: release it (best effort,
             // token-checked, in the background) so it does not block retries for a lease.
             release_in_background(pipeline, run.held.take());

@@ -149,6 +149,10 @@ mod future;
 mod key_ring;
 mod layer;
 mod log;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+mod metrics;
 pub mod models;
 mod notification;
 mod outcome;

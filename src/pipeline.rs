@@ -153,6 +153,7 @@ impl Pipeline {
                 // Counted only when it names a key we have: a stranger's imitation with a
                 // random serial must not inflate the count.
                 let seen = if known_serial {
+                    crate::metrics::probe();
                     self.probes.fetch_add(1, Ordering::Relaxed) + 1
                 } else {
                     self.probes.load(Ordering::Relaxed)

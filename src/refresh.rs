@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tower::BoxError;
 
 use crate::key_ring::KeyRing;
+use crate::metrics;
 
 /// What a refresher returns.
 pub type RefreshFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
@@ -201,6 +202,7 @@ impl StartRefresh {
     /// not cancel it.
     pub(crate) fn start(self, keys: KeyRing) {
         tracing::info!("unknown Wechatpay-Serial: refreshing WeChat Pay keys");
+        metrics::key_refresh("started");
         let refresh = (self.refresh)(keys);
         let done = self.done;
         let timeout = self.timeout;
@@ -209,13 +211,22 @@ impl StartRefresh {
             // wake all the same; the guard says so in the log.
             let guard = Unfinished;
             match tokio::time::timeout(timeout, refresh).await {
-                Ok(Ok(())) => tracing::info!("refreshed WeChat Pay keys"),
-                Ok(Err(error)) => tracing::error!(%error, "the key refresher failed"),
-                Err(_) => tracing::error!(
-                    timeout_ms = duration_ms(timeout),
-                    "the key refresher is stuck: abandoned it after its timeout; a later \
-                     unknown serial may start a new refresh after the minimum interval"
-                ),
+                Ok(Ok(())) => {
+                    metrics::key_refresh("succeeded");
+                    tracing::info!("refreshed WeChat Pay keys");
+                }
+                Ok(Err(error)) => {
+                    metrics::key_refresh("failed");
+                    tracing::error!(%error, "the key refresher failed");
+                }
+                Err(_) => {
+                    metrics::key_refresh("abandoned");
+                    tracing::error!(
+                        timeout_ms = duration_ms(timeout),
+                        "the key refresher is stuck: abandoned it after its timeout; a later \
+                         unknown serial may start a new refresh after the minimum interval"
+                    );
+                }
             }
             std::mem::forget(guard);
             let _ = done.send(true);
@@ -228,6 +239,7 @@ struct Unfinished;
 
 impl Drop for Unfinished {
     fn drop(&mut self) {
+        metrics::key_refresh("failed");
         tracing::error!("the key refresher panicked or was cancelled");
     }
 }

@@ -17,6 +17,8 @@ mod handlers;
 mod hyper_server;
 mod key_refresh;
 mod key_ring;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod properties;
 mod readiness;
 mod schema_drift;

@@ -5,12 +5,18 @@
 //! cargo run --release -p tower-wechatpay-shop --example shop -- --listen 127.0.0.1:PORT --db sqlite:PATH \
 //!     --apiv3-key-file FILE [--public-key PUB_KEY_ID_…=FILE.pem]… [--certificate FILE.pem]… \
 //!     [--mchid 1900012345] [--appid wx8888888888888888] \
-//!     [--confirm-with-query --merchant-key apiclient_key.pem --merchant-serial HEX [--api-base URL]]
+//!     [--confirm-with-query --merchant-key apiclient_key.pem --merchant-serial HEX [--api-base URL]] \
+//!     [--metrics-listen ADDR]
 //!
 //! POST /orders            {"out_trade_no":"…","total":990}  -> 201 with the order JSON
 //! GET  /orders/{out_trade_no}                                 -> 200 order JSON, 404 if none
 //! POST /wechatpay/notify  the layer + handler
+//! GET  /metrics           on --metrics-listen only: Prometheus text format
 //! ```
+//!
+//! With `--metrics-listen ADDR` the layer's metrics (feature `metrics`, see
+//! `tower_wechatpay::metrics`) are served by `metrics-exporter-prometheus` on a separate
+//! address, so the scrape endpoint is not on the public notification port.
 //!
 //! The exactly-once pattern, in one database transaction: the payment is applied by a single
 //! conditional `UPDATE … WHERE status = 'PENDING' AND total = $amount`, so of any number of
@@ -448,6 +454,10 @@ struct Cli {
     /// The merchant API's base URL (default: WeChat Pay's), e.g. a local `wechatpay-sim serve`.
     #[arg(long, value_name = "URL", requires = "confirm_with_query")]
     api_base: Option<String>,
+    /// Serve the layer's metrics in Prometheus' text format on `GET /metrics` at this
+    /// address (keep it private: e.g. 127.0.0.1:9090).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 impl Cli {
@@ -501,6 +511,12 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(addr) = cli.metrics_listen
+        && let Err(message) = serve_metrics(addr).await
+    {
+        eprintln!("shop: --metrics-listen {addr}: {message}");
+        return ExitCode::FAILURE;
+    }
     let app = Router::new()
         .route("/orders", post(create_order))
         .route("/orders/{out_trade_no}", get(get_order))
@@ -511,4 +527,31 @@ async fn main() -> ExitCode {
             confirm,
         });
     example_support::serve("shop", cli.listen, app).await
+}
+
+/// Installs the Prometheus recorder and serves `GET /metrics` on `addr`, in the background.
+async fn serve_metrics(addr: SocketAddr) -> Result<(), String> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    // Real histograms (buckets) for the durations, in seconds: WeChat Pay waits 5 s.
+    const BUCKETS: &[f64] = &[
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), BUCKETS)
+        .map_err(|error| error.to_string())?
+        .install_recorder()
+        .map_err(|error| error.to_string())?;
+    tower_wechatpay::metrics::describe();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|error| error.to_string())?;
+    let bound = listener.local_addr().map_err(|error| error.to_string())?;
+    eprintln!("metrics on http://{bound}/metrics");
+    let app = Router::new().route("/metrics", get(move || std::future::ready(handle.render())));
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the metrics endpoint stopped");
+        }
+    });
+    Ok(())
 }

@@ -8,7 +8,7 @@
 
 use crate::support;
 
-use example_support::harness::{Http, Running, TempDir, key_flags, now, start};
+use example_support::harness::{Http, Running, TempDir, free_port, key_flags, now, start};
 use http::StatusCode;
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor};
@@ -32,6 +32,11 @@ struct Shop {
 
 impl Shop {
     fn start(db: Option<String>) -> Self {
+        Self::start_with(db, &[])
+    }
+
+    /// [`Shop::start`] with more flags.
+    fn start_with(db: Option<String>, extra: &[String]) -> Self {
         let dir = TempDir::new("shop");
         let db = match db {
             Some(url) => Db::Postgres(url),
@@ -54,6 +59,7 @@ impl Shop {
         .map(str::to_owned)
         .to_vec();
         args.extend(key_flags(dir.path()));
+        args.extend_from_slice(extra);
         let running = start("shop", &args);
         Self {
             http: Http::new(&running.addr),
@@ -498,3 +504,44 @@ scenarios!(
     a_locked_database_makes_wechat_retry_and_the_retry_succeeds,
     forged_notifications_never_touch_the_orders,
 );
+
+/// `--metrics-listen`: the Prometheus endpoint counts what the notification port answered.
+#[tokio::test]
+async fn metrics_are_scraped_after_a_notification() {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let shop = Shop::start_with(None, &["--metrics-listen".to_owned(), metrics.clone()]);
+    shop.create("M1", 990).await;
+    assert_eq!(
+        shop.notify("TRANSACTION.SUCCESS", &payment_for("M1", 990))
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    let forged = TestSigner::stranger()
+        .notification("TRANSACTION.SUCCESS", &payment_for("M1", 990))
+        .timestamp(now())
+        .build()
+        .unwrap();
+    shop.http.notify("/wechatpay/notify", forged).await;
+
+    let (status, body) = Http::new(&metrics)
+        .send(
+            http::Request::get("/metrics")
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    for expected in [
+        "wechatpay_notifications_total{outcome=\"acknowledged\",reason=\"none\",event_type=\"TRANSACTION.SUCCESS\",version=\"3\"} 1",
+        "wechatpay_notifications_total{outcome=\"refused\",reason=\"invalid_signature\",event_type=\"none\",version=\"3\"} 1",
+        "# TYPE wechatpay_answer_duration_seconds histogram",
+        "wechatpay_answer_duration_seconds_count{outcome=\"acknowledged\"} 1",
+        "wechatpay_handler_duration_seconds_count 1",
+    ] {
+        assert!(
+            text.lines().any(|line| line == expected),
+            "no {expected} in\n{text}"
+        );
+    }
+}

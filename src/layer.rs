@@ -309,6 +309,12 @@ impl WechatPayLayer {
         self.with(|pipeline| pipeline.clock = Arc::new(now))
     }
 
+    /// The shared pipeline, for a queue worker that opens jobs with this layer's keys.
+    #[cfg(feature = "queue")]
+    pub(crate) fn shared_pipeline(&self) -> Arc<Pipeline> {
+        Arc::clone(&self.pipeline)
+    }
+
     /// How many `WECHATPAY/SIGNTEST/` signature probes this layer (and every service it
     /// made) has refused.
     pub fn probes_seen(&self) -> u64 {

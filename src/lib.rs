@@ -158,6 +158,8 @@ mod notification;
 mod outcome;
 mod pem;
 mod pipeline;
+#[cfg(feature = "queue")]
+pub mod queue;
 pub mod refresh;
 mod reply;
 mod service;

@@ -11,6 +11,8 @@
 //! | `wechatpay_probes_total` | counter | none | WeChat Pay's `WECHATPAY/SIGNTEST/` probes naming a key we have |
 //! | `wechatpay_key_refreshes_total` | counter | `result` | key refreshes for an unknown serial |
 //! | `wechatpay_dedupe_total` | counter | `outcome` | what the dedupe guard's claim answered |
+//! | `wechatpay_queue_jobs_total` | counter | `outcome` | the durable queue (feature `queue`): enqueues and job attempts |
+//! | `wechatpay_queue_depth` | gauge | none | jobs waiting or being handled, as last read by [`Queue::depth`](crate::queue) (a worker reads it every 10 s) |
 //!
 //! Label values, all from fixed lists (never an id, a serial or other request data):
 //!
@@ -21,6 +23,7 @@
 //! | `event_type` | for verified notifications the known event types (`TRANSACTION.SUCCESS`, `TRANSACTION.FAIL`, `REFUND.SUCCESS`, `REFUND.ABNORMAL`, `REFUND.CLOSED`), any other `other`; `none` when refused |
 //! | `version` | `3` (JSON, signed headers) or `2` (APIv2 XML) |
 //! | `result` (key refreshes) | `started`, then one of `succeeded`, `failed` (an error or a panic), `abandoned` (stuck past its timeout) |
+//! | `outcome` (queue jobs) | `enqueued`, `enqueue_failed` (answered 500: WeChat Pay resends), then per attempt `done`, `declined`, `duplicate` (the dedupe guard found it done), `retry` (failed, tried again after a backoff), `dead` (failed its last attempt: a dead letter) |
 //! | `outcome` (dedupe) | `claimed` (the handler runs), `done_copy` (a copy of a processed event: acknowledged without running), `in_progress` (another copy runs now: retry), `store_error` (the store did not answer) |
 //!
 //! A request whose connection goes away before its answer is not counted. Call
@@ -37,6 +40,8 @@ use tokio::time::Instant;
 pub use on::describe;
 #[cfg(feature = "metrics")]
 pub(crate) use on::{answered, dedupe, handler_finished, key_refresh, probe};
+#[cfg(all(feature = "metrics", feature = "queue"))]
+pub(crate) use on::{queue_depth, queue_job};
 
 /// When something started, for a duration histogram; nothing without the feature.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +72,9 @@ impl Stopwatch {
 #[cfg(feature = "metrics")]
 mod on {
     use http::Response;
-    use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
+    use metrics::{
+        Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    };
 
     use super::Stopwatch;
     use crate::body::BufferedBody;
@@ -78,6 +85,8 @@ mod on {
     const NOTIFICATIONS: &str = "wechatpay_notifications_total";
     const ANSWER_DURATION: &str = "wechatpay_answer_duration_seconds";
     const HANDLER_DURATION: &str = "wechatpay_handler_duration_seconds";
+    const QUEUE_JOBS: &str = "wechatpay_queue_jobs_total";
+    const QUEUE_DEPTH: &str = "wechatpay_queue_depth";
     const PROBES: &str = "wechatpay_probes_total";
     const KEY_REFRESHES: &str = "wechatpay_key_refreshes_total";
     const DEDUPE: &str = "wechatpay_dedupe_total";
@@ -107,6 +116,14 @@ mod on {
             "Key refreshes for an unknown Wechatpay-Serial, by result"
         );
         describe_counter!(DEDUPE, "Dedupe guard claims, by outcome");
+        describe_counter!(
+            QUEUE_JOBS,
+            "Durable queue: enqueues and job attempts, by outcome"
+        );
+        describe_gauge!(
+            QUEUE_DEPTH,
+            "Durable queue: jobs waiting or being handled (neither done nor dead)"
+        );
     }
 
     /// Every answer, at the one place it leaves the layer; `verified` is the notification
@@ -165,6 +182,17 @@ mod on {
     }
 
     /// The dedupe claim answered `claimed`, `done_copy`, `in_progress` or `store_error`.
+    #[cfg(feature = "queue")]
+    pub(crate) fn queue_job(outcome: &'static str) {
+        counter!(QUEUE_JOBS, "outcome" => outcome).increment(1);
+    }
+
+    #[cfg(feature = "queue")]
+    #[allow(clippy::cast_precision_loss)] // a queue depth fits f64's 53 bits
+    pub(crate) fn queue_depth(depth: u64) {
+        gauge!(QUEUE_DEPTH).set(depth as f64);
+    }
+
     pub(crate) fn dedupe(outcome: &'static str) {
         counter!(DEDUPE, "outcome" => outcome).increment(1);
     }
@@ -218,7 +246,16 @@ mod off {
     pub(crate) fn key_refresh(_: &'static str) {}
     #[inline(always)]
     pub(crate) fn dedupe(_: &'static str) {}
+
+    #[cfg(feature = "queue")]
+    #[inline(always)]
+    pub(crate) fn queue_job(_: &'static str) {}
+    #[cfg(feature = "queue")]
+    #[inline(always)]
+    pub(crate) fn queue_depth(_: u64) {}
 }
 
 #[cfg(not(feature = "metrics"))]
 pub(crate) use off::{answered, dedupe, handler_finished, key_refresh, probe};
+#[cfg(all(not(feature = "metrics"), feature = "queue"))]
+pub(crate) use off::{queue_depth, queue_job};

@@ -286,8 +286,18 @@ impl Pipeline {
             }
             return Err(rejection);
         }
-        // From here on the request is genuine: every failure is ours to fix and must
-        // make WeChat Pay retry (500), never be acknowledged. Logged every time.
+        self.open_genuine(&checked.key.serial, body)
+    }
+
+    /// A body whose signature verified (now, or before it was queued): envelope, decryption,
+    /// model. Every failure here is ours to fix and must make WeChat Pay retry (500), never be
+    /// acknowledged. Logged every time.
+    pub(crate) fn open_genuine(
+        &self,
+        signed_by: &Arc<str>,
+        body: &[u8],
+    ) -> Result<Notification, Rejection> {
+        let serial: &str = signed_by;
         let envelope = parse_envelope(body).inspect_err(|_| {
             tracing::error!(
                 serial,
@@ -356,7 +366,7 @@ impl Pipeline {
                 original_type,
                 envelope.resource.associated_data.as_deref(),
             ],
-            Arc::clone(&checked.key.serial),
+            Arc::clone(signed_by),
             plaintext,
             event,
         )))

@@ -6,7 +6,8 @@
 //!     --apiv3-key-file FILE [--public-key PUB_KEY_ID_…=FILE.pem]… [--certificate FILE.pem]… \
 //!     [--mchid 1900012345] [--appid wx8888888888888888] \
 //!     [--confirm-with-query --merchant-key apiclient_key.pem --merchant-serial HEX [--api-base URL]] \
-//!     [--metrics-listen ADDR]
+//!     [--metrics-listen ADDR] [--queue URL [--queue-heartbeat SECS] [--max-attempts N]] \
+//!     [--work-delay-ms MS]
 //!
 //! POST /orders            {"out_trade_no":"…","total":990}  -> 201 with the order JSON
 //! GET  /orders/{out_trade_no}                                 -> 200 order JSON, 404 if none
@@ -26,6 +27,13 @@
 //! under that primary key first; a refund whose payment is not applied yet is answered
 //! with a retry, so it is never lost.
 //!
+//! With `--queue URL` (`sqlite:PATH`, `postgres://…`, `redis://…`) the route only stores each
+//! verified notification durably and acknowledges it once the queue committed it; a worker
+//! in the same process applies it (the same code, the same exactly-once transaction), with
+//! retries, backoff and a dead letter (`cargo run -p tower-wechatpay-shop --example
+//! dead-letters -- --queue URL list|requeue ID`). Run several instances on one PostgreSQL or
+//! Redis queue; a killed instance's jobs are taken by the others.
+//!
 //! With `--confirm-with-query`, every payment and refund is also confirmed with WeChat
 //! Pay's order or refund query (`Client::confirm`) before anything is written: an answer
 //! that disagrees (another amount, an order WeChat Pay does not know) is an acknowledged
@@ -40,7 +48,7 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, post, post_service};
 use axum::{Json, Router};
 use clap::Parser;
 use example_support::KeyArgs;
@@ -50,6 +58,7 @@ use sqlx::{AnyPool, Executor, Row};
 use tower_wechatpay::checks::Merchant;
 use tower_wechatpay::client::{Client, WECHATPAY_API};
 use tower_wechatpay::models::{Refund, Transaction};
+use tower_wechatpay::queue::Queue;
 use tower_wechatpay::{Event, Handled, Notification, Notified, Retry};
 
 /// Lock waits end after one second (SQLite's busy timeout, PostgreSQL's lock timeout): well
@@ -69,6 +78,8 @@ struct Shop {
     merchant: Option<Merchant>,
     /// With `--confirm-with-query`: asks WeChat Pay before applying anything.
     confirm: Option<Client>,
+    /// `--work-delay-ms`: how long the simulated slow business work takes.
+    work_delay: Duration,
 }
 
 #[derive(Serialize)]
@@ -193,9 +204,19 @@ async fn notified(
     State(shop): State<Shop>,
     Notified(notification): Notified<Notification>,
 ) -> Result<Handled, Retry> {
+    handle(&shop, notification).await
+}
+
+/// What a notification does to the shop, in either mode: called by the route (synchronous)
+/// or by the queue worker (`--queue`).
+async fn handle(shop: &Shop, notification: Notification) -> Result<Handled, Retry> {
+    if !shop.work_delay.is_zero() {
+        // `--work-delay-ms`: stands for slow business work (emails, an ERP call).
+        tokio::time::sleep(shop.work_delay).await;
+    }
     match notification.event() {
-        Event::Payment(payment) => apply_payment(&shop, &notification, payment).await,
-        Event::Refund(refund) => apply_refund(&shop, &notification, refund).await,
+        Event::Payment(payment) => apply_payment(shop, &notification, payment).await,
+        Event::Refund(refund) => apply_refund(shop, &notification, refund).await,
         _ => Ok(Handled::declined(format!(
             "this shop does not handle {} notifications",
             notification.event_type()
@@ -458,6 +479,23 @@ struct Cli {
     /// address (keep it private: e.g. 127.0.0.1:9090).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Queue mode: store each verified notification durably (`sqlite:PATH`,
+    /// `postgres://…`, `redis://…`), acknowledge it once stored, and apply it in a worker
+    /// in this process, with retries and a dead letter (see the `dead-letters` example).
+    #[arg(long, value_name = "URL")]
+    queue: Option<String>,
+    /// How often this instance's worker tells the queue it is alive; a worker silent for 3
+    /// heartbeats (killed, crashed) has its jobs given to another.
+    #[arg(long, value_name = "SECS", default_value_t = 10, requires = "queue",
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    queue_heartbeat: u64,
+    /// Attempts per queued job before it is a dead letter.
+    #[arg(long, value_name = "N", default_value_t = 8, requires = "queue",
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    max_attempts: u32,
+    /// Simulated slow business work: every notification takes this long to apply.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    work_delay_ms: u64,
 }
 
 impl Cli {
@@ -517,16 +555,55 @@ async fn main() -> ExitCode {
         eprintln!("shop: --metrics-listen {addr}: {message}");
         return ExitCode::FAILURE;
     }
+    let shop = Shop {
+        db,
+        merchant,
+        confirm,
+        work_delay: Duration::from_millis(cli.work_delay_ms),
+    };
+    let notify = match &cli.queue {
+        None => post(notified).route_layer(layer),
+        Some(url) => {
+            let heartbeat = Duration::from_secs(cli.queue_heartbeat);
+            let queue = match Queue::connect_with(url, Queue::DEFAULT_NAME, heartbeat).await {
+                Ok(queue) => queue.max_attempts(cli.max_attempts),
+                Err(error) => {
+                    eprintln!("shop: cannot open the queue {url}: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let worker_shop = shop.clone();
+            let worker = queue.worker(&layer, move |notification| {
+                let shop = worker_shop.clone();
+                async move { handle(&shop, notification).await }
+            });
+            tokio::spawn(async move {
+                if let Err(error) = worker.run().await {
+                    tracing::error!(%error, "the queue worker stopped");
+                }
+            });
+            tokio::spawn(report_depth(queue.clone()));
+            eprintln!("queue mode: notifications are stored in {url}, then applied by the worker");
+            post_service(queue.enqueuer()).route_layer(layer)
+        }
+    };
     let app = Router::new()
         .route("/orders", post(create_order))
         .route("/orders/{out_trade_no}", get(get_order))
-        .route("/wechatpay/notify", post(notified).route_layer(layer))
-        .with_state(Shop {
-            db,
-            merchant,
-            confirm,
-        });
+        .route("/wechatpay/notify", notify)
+        .with_state(shop);
     example_support::serve("shop", cli.listen, app).await
+}
+
+/// Reads the queue's depth every 10 s: the `wechatpay_queue_depth` gauge on `/metrics`.
+async fn report_depth(queue: Queue) {
+    let mut every = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        every.tick().await;
+        if let Err(error) = queue.depth().await {
+            tracing::warn!(%error, "could not read the queue depth");
+        }
+    }
 }
 
 /// Installs the Prometheus recorder and serves `GET /metrics` on `addr`, in the background.

@@ -199,6 +199,22 @@ impl Http {
             .0
     }
 
+    /// [`Http::notify`] for a server that may be down (killed, restarting): a connection
+    /// error, or no answer within 10 s, is `None`.
+    pub async fn try_notify(&self, path: &str, signed: &SignedNotification) -> Option<StatusCode> {
+        let mut request = Request::post(format!("{}{path}", self.base));
+        for (name, value) in &signed.headers {
+            request = request.header(name, value);
+        }
+        let request = request.body(Full::new(signed.body.clone())).ok()?;
+        let answer = tokio::time::timeout(Duration::from_secs(10), self.client.request(request));
+        let response = answer.await.ok()?.ok()?;
+        let status = response.status();
+        // Read the answer to its end, so the connection is reused.
+        response.into_body().collect().await.ok()?;
+        Some(status)
+    }
+
     pub async fn get_json(&self, path: &str) -> (StatusCode, serde_json::Value) {
         let (status, body) = self
             .send(Request::get(path).body(Full::default()).unwrap())
@@ -241,6 +257,8 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: TempDir,
+    /// Append-only file on, fsync on every write: what survives a kill.
+    durable: bool,
 }
 
 /// How long a starting server (Redis, PostgreSQL) may take to say it is ready: a limit
@@ -262,16 +280,27 @@ impl Redis {
     /// A server on a free port. A port that another process takes between our probe and
     /// the server's bind makes the server exit: then another port is tried.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// [`Redis::start`] with persistence (`appendonly yes`, `appendfsync always`): a kill
+    /// and [`restart`](Self::restart) keep every acknowledged write, as a queue needs.
+    pub fn start_durable() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Self {
         let dir = TempDir::new("redis");
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port();
-            match spawn_redis(port, &dir) {
+            match spawn_redis(port, &dir, durable) {
                 Ok(child) => {
                     return Self {
                         child: Some(child),
                         port,
                         dir,
+                        durable,
                     };
                 }
                 // It exited before it was ready; its log says why ("Address already in use").
@@ -318,10 +347,10 @@ impl Redis {
         }
     }
 
-    /// Starts the server again on the same port, empty: no persistence.
+    /// Starts the server again on the same port: empty, or with what it had if durable.
     pub fn restart(&mut self) {
         self.kill();
-        match spawn_redis(self.port, &self.dir) {
+        match spawn_redis(self.port, &self.dir, self.durable) {
             Ok(child) => self.child = Some(child),
             Err(log) => panic!(
                 "redis-server did not restart on port {} (taken meanwhile?):\n{log}",
@@ -391,10 +420,16 @@ pub fn wait_ready(log: &mpsc::Receiver<String>, ready: &str) -> Started {
 }
 
 /// Starts `redis-server` on `port` and returns once it is ready, or its log if it exited.
-fn spawn_redis(port: u16, dir: &TempDir) -> Result<Child, String> {
+fn spawn_redis(port: u16, dir: &TempDir, durable: bool) -> Result<Child, String> {
+    let persistence: &[&str] = if durable {
+        &["--appendonly", "yes", "--appendfsync", "always"]
+    } else {
+        &["--appendonly", "no"]
+    };
     let mut child = Command::new("redis-server")
         .args(["--port", &port.to_string()])
-        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--bind", "127.0.0.1", "--save", ""])
+        .args(persistence)
         .args(["--loglevel", "notice", "--logfile", ""])
         .arg("--dir")
         .arg(dir.path())

@@ -4,5 +4,6 @@
 
 mod confirm;
 mod dedupe_storm;
+mod queue;
 mod shop;
 mod support;

@@ -133,12 +133,30 @@ impl Postgres {
     }
 }
 
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        // SIGINT: PostgreSQL's fast shutdown, which also ends its worker processes. Every
-        // one of them writes the log, so it ends when the last one exited.
+impl Postgres {
+    /// Crashes the server (SIGQUIT: immediate shutdown, no checkpoint, crash recovery on
+    /// the next start) and starts it again on the same port and data, as after a crash.
+    #[allow(dead_code)] // used by the queue tests only
+    pub fn restart(&mut self) {
+        self.stop("-QUIT");
+        let data = self._dir.path().join("data");
+        match spawn(&bin_dir(), &data, self.port, self._dir.path()) {
+            Ok((child, log)) => {
+                self.child = child;
+                self.log = log;
+            }
+            Err(log) => panic!(
+                "postgres did not restart on port {} (taken meanwhile?):\n{log}",
+                self.port
+            ),
+        }
+    }
+
+    /// Signals the server and waits for every one of its processes to exit (they all
+    /// write the log, so it ends when the last one exited).
+    fn stop(&mut self, signal: &str) {
         let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status();
         loop {
             match self.log.recv_timeout(READY_WITHIN) {
@@ -152,6 +170,13 @@ impl Drop for Postgres {
             }
         }
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGINT: PostgreSQL's fast shutdown, which also ends its worker processes.
+        self.stop("-INT");
     }
 }
 

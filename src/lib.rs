@@ -135,6 +135,7 @@
 //! crate in the build, or `--all-features`), aws-lc-rs is used; [`CRYPTO_BACKEND`] says
 //! which one a build uses. With neither, the crate does not compile and says why.
 
+pub mod alert;
 mod backend;
 mod body;
 pub mod checks;

@@ -6,7 +6,7 @@
 //!     --apiv3-key-file FILE [--public-key PUB_KEY_ID_…=FILE.pem]… [--certificate FILE.pem]… \
 //!     [--mchid 1900012345] [--appid wx8888888888888888] \
 //!     [--confirm-with-query --merchant-key apiclient_key.pem --merchant-serial HEX [--api-base URL]] \
-//!     [--metrics-listen ADDR]
+//!     [--metrics-listen ADDR] [--dedupe-redis redis://HOST:PORT/] [--alert-webhook URL]
 //!
 //! POST /orders            {"out_trade_no":"…","total":990}  -> 201 with the order JSON
 //! GET  /orders/{out_trade_no}                                 -> 200 order JSON, 404 if none
@@ -17,6 +17,13 @@
 //! With `--metrics-listen ADDR` the layer's metrics (feature `metrics`, see
 //! `tower_wechatpay::metrics`) are served by `metrics-exporter-prometheus` on a separate
 //! address, so the scrape endpoint is not on the public notification port.
+//!
+//! Every alert (`tower_wechatpay::alert`: a wrong APIv3 key, schema drift, a failing key
+//! refresher or dedupe store, a notification that keeps failing) is logged at error; with
+//! `--alert-webhook URL` it is also POSTed there as JSON (`{"kind": …, "action": …}`), the
+//! usual chat-bot integration. The POST runs on its own task with a 5 s limit: a webhook
+//! that is down is logged and never delays or changes an answer. With `--dedupe-redis URL`
+//! the layer's dedupe guard keeps its claims in that Redis (several instances share it).
 //!
 //! The exactly-once pattern, in one database transaction: the payment is applied by a single
 //! conditional `UPDATE … WHERE status = 'PENDING' AND total = $amount`, so of any number of
@@ -47,6 +54,7 @@ use example_support::KeyArgs;
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
+use tower_wechatpay::alert::Alert;
 use tower_wechatpay::checks::Merchant;
 use tower_wechatpay::client::{Client, WECHATPAY_API};
 use tower_wechatpay::models::{Refund, Transaction};
@@ -62,6 +70,9 @@ const POSTGRES_SETTINGS: &str = "SET lock_timeout = '1s'; SET statement_timeout 
 /// pool limits it keeps the handler well inside the layer's 4 s answer deadline and WeChat
 /// Pay's 5 s.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The limit on one alert webhook POST (connection included).
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 struct Shop {
@@ -458,6 +469,15 @@ struct Cli {
     /// address (keep it private: e.g. 127.0.0.1:9090).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Keep the dedupe guard's claims in this Redis (`redis://HOST:PORT/`), shared by every
+    /// instance: a copy being handled elsewhere gets 500, one already handled is
+    /// acknowledged without running the handler. Redis down: 500, and an alert.
+    #[arg(long, value_name = "URL")]
+    dedupe_redis: Option<String>,
+    /// POST every alert to this URL as JSON (`http://` or `https://`), e.g. a chat bot's
+    /// webhook. Alerts are always logged at error.
+    #[arg(long, value_name = "URL")]
+    alert_webhook: Option<String>,
 }
 
 impl Cli {
@@ -495,6 +515,27 @@ async fn main() -> ExitCode {
         Ok(layer) => layer,
         Err(message) => return example_support::usage_error::<Cli>(message),
     };
+    let on_alert = match alert_sink(cli.alert_webhook.as_deref()) {
+        Ok(on_alert) => on_alert,
+        Err(message) => return example_support::usage_error::<Cli>(message),
+    };
+    let layer = layer.on_alert(on_alert);
+    let layer = match &cli.dedupe_redis {
+        None => layer,
+        Some(url) => {
+            let store = match tower_wechatpay::dedupe::RedisStore::connect(url).await {
+                Ok(store) => store,
+                Err(error) => {
+                    eprintln!("shop: --dedupe-redis {url}: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match layer.dedupe(store) {
+                Ok(layer) => layer,
+                Err(message) => return example_support::usage_error::<Cli>(message),
+            }
+        }
+    };
     let confirm = match cli.confirm_client(layer.keys()) {
         Ok(confirm) => confirm,
         Err(message) => return example_support::usage_error::<Cli>(message),
@@ -527,6 +568,77 @@ async fn main() -> ExitCode {
             confirm,
         });
     example_support::serve("shop", cli.listen, app).await
+}
+
+/// What the shop does with an alert: log it at error and, with `--alert-webhook`, POST its
+/// JSON there on a task of its own (bounded by [`WEBHOOK_TIMEOUT`]), so the answer that
+/// raised it never waits for the webhook.
+fn alert_sink(webhook: Option<&str>) -> Result<impl Fn(&Alert) + Send + Sync + 'static, String> {
+    let webhook = match webhook {
+        None => None,
+        Some(url) => {
+            let uri: axum::http::Uri = url
+                .parse()
+                .map_err(|error| format!("--alert-webhook {url}: {error}"))?;
+            if !matches!(uri.scheme_str(), Some("http" | "https")) {
+                return Err(format!("--alert-webhook {url}: an http:// or https:// URL"));
+            }
+            let transport = tower_wechatpay::client::https_transport(WEBHOOK_TIMEOUT)
+                .map_err(|error| format!("--alert-webhook: {error}"))?;
+            Some((uri, transport))
+        }
+    };
+    Ok(move |alert: &Alert| {
+        tracing::error!(
+            alert = %alert,
+            kind = alert.kind().as_str(),
+            "wechat pay alert: a human is needed"
+        );
+        let Some((uri, transport)) = &webhook else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let body = match serde_json::to_vec(alert) {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::error!(%error, "could not serialize an alert");
+                return;
+            }
+        };
+        let request = axum::http::Request::post(uri.clone())
+            .header(axum::http::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(axum::body::Bytes::from(body)));
+        let request = match request {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::error!(%error, "could not build the alert webhook request");
+                return;
+            }
+        };
+        let transport = transport.clone();
+        let kind = alert.kind().as_str();
+        runtime.spawn(async move {
+            match tokio::time::timeout(WEBHOOK_TIMEOUT, transport.request(request)).await {
+                Ok(Ok(response)) if response.status().is_success() => {
+                    tracing::info!(kind, "posted the alert to the webhook");
+                }
+                Ok(Ok(response)) => tracing::error!(
+                    kind,
+                    status = %response.status(),
+                    "the alert webhook refused the alert"
+                ),
+                Ok(Err(error)) => {
+                    tracing::error!(kind, %error, "could not post the alert to the webhook");
+                }
+                Err(_) => tracing::error!(
+                    kind,
+                    "the alert webhook did not answer within 5 s; alert not delivered"
+                ),
+            }
+        });
+    })
 }
 
 /// Installs the Prometheus recorder and serves `GET /metrics` on `addr`, in the background.

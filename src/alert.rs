@@ -362,6 +362,9 @@ impl Serialize for Alert {
 
 type Sink = dyn Fn(&Alert) + Send + Sync;
 
+/// When each (kind, key) was last delivered.
+type Slots = HashMap<(AlertKind, Option<String>), Instant>;
+
 /// Where alerts go: your closure, behind a rate limiter. Cheap to clone; clones share the
 /// closure and the limiter, so one sink can serve a layer and a queue worker
 /// ([`WechatPayLayer::alert_sink`](crate::WechatPayLayer::alert_sink)).
@@ -370,7 +373,7 @@ type Sink = dyn Fn(&Alert) + Send + Sync;
 pub struct Alerts {
     sink: Option<Arc<Sink>>,
     interval: Duration,
-    limiter: Arc<Mutex<HashMap<(AlertKind, Option<String>), Instant>>>,
+    limiter: Arc<Mutex<Slots>>,
 }
 
 impl Alerts {

@@ -46,7 +46,8 @@ const WECHATPAY_WAITS: Duration = Duration::from_secs(5);
 /// # Ok(()) }
 /// ```
 ///
-/// Clones share the key ring, the probe counter and the log rate limits; a builder method
+/// Clones share the key ring, the probe counter, the log rate limits, the alert sink with
+/// its rate limits and the failure counts behind [`Alert::KeepsFailing`]; a builder method
 /// called on one clone changes that clone only.
 #[derive(Clone)]
 #[must_use]
@@ -429,6 +430,7 @@ impl fmt::Debug for WechatPayLayer {
             .field("answer_deadline", &self.pipeline.deadline)
             .field("body_timeout", &self.pipeline.body_timeout)
             .field("dedupe", &self.pipeline.dedupe)
+            .field("alerts", &self.pipeline.alerts)
             .field("success", &self.pipeline.success)
             .finish()
     }

@@ -302,17 +302,27 @@ impl Pipeline {
                 "no apiv2 key configured",
             ));
         };
-        crate::v2::open(key, body).inspect_err(|rejection| {
-            if let Some(left_out) = self.noise.allow(Noise::BadSignature) {
-                tracing::warn!(
-                    left_out,
-                    reason = rejection.message(),
-                    "refused an APIv2 (XML) notification: its sign does not verify or its \
+        crate::v2::open(key, body)
+            .inspect(|notification| {
+                // Verified (or decrypted) but not what its model expects: schema drift.
+                if let Event::Unparsed(error) = notification.event() {
+                    self.alerts.raise(Alert::Unparsable {
+                        event_type: notification.event_type().to_owned(),
+                        detail: error.to_string(),
+                    });
+                }
+            })
+            .inspect_err(|rejection| {
+                if let Some(left_out) = self.noise.allow(Noise::BadSignature) {
+                    tracing::warn!(
+                        left_out,
+                        reason = rejection.message(),
+                        "refused an APIv2 (XML) notification: its sign does not verify or its \
                      req_info does not decrypt with the configured v2 key (forged, or the \
                      APIv2 key is wrong or was reset)"
-                );
-            }
-        })
+                    );
+                }
+            })
     }
 
     /// Everything after the body is in: size, signature, envelope, decryption, model.

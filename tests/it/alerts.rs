@@ -621,3 +621,38 @@ async fn alerts_carry_no_key_signature_or_payer_data() {
         }
     }
 }
+
+#[cfg(feature = "v2")]
+#[tokio::test(start_paused = true)]
+async fn a_verified_v2_payment_that_does_not_fit_its_model_raises_unparsable_and_a_forged_one_none()
+{
+    use tower_wechatpay::test_util::{SignType, TEST_V2_KEY, V2TestSigner, sample_v2_payment};
+
+    let raised = Raised::default();
+    let app = app(
+        test_layer(&raised).v2_key(TEST_V2_KEY).unwrap(),
+        always_done,
+    );
+    let xml = |body: String| {
+        http::Request::post("/notify")
+            .header("content-type", "text/xml")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let mut drifted = sample_v2_payment();
+    drifted.insert("total_fee".into(), "nine".into());
+    let forged = V2TestSigner::new("0123456789abcdefghijABCDEFGHIJ01").payment_xml(
+        sample_v2_payment(),
+        SignType::Md5,
+        false,
+    );
+    app.clone().oneshot(xml(forged)).await.unwrap();
+    assert_eq!(raised.kinds(), []);
+    let genuine = V2TestSigner::new(TEST_V2_KEY).payment_xml(drifted, SignType::Md5, false);
+    app.clone().oneshot(xml(genuine)).await.unwrap();
+    let [Alert::Unparsable { event_type, detail }] = &raised.all()[..] else {
+        panic!("expected one Unparsable, got {:?}", raised.all());
+    };
+    assert_eq!(event_type, "TRANSACTION.SUCCESS");
+    assert!(detail.contains("v2 transaction"), "{detail}");
+}

@@ -20,6 +20,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower::{BoxError, Service};
 
+use crate::alert::Alert;
 use crate::body::BufferedBody;
 use crate::dedupe::{Claim, StoreError, StoreFuture, new_token};
 use crate::error::{Rejection, RejectionKind};
@@ -258,6 +259,9 @@ where
                     let response = held!(response.take());
                     let verified = this.run.as_ref().map(|run| &run.notification);
                     metrics::answered(&response, verified, *this.v2, *this.arrived);
+                    if let Some(notification) = verified {
+                        this.pipeline.count_answer(&response, notification);
+                    }
                     #[cfg(feature = "v2")]
                     if *this.v2 {
                         return Poll::Ready(Ok(reply::into_v2(response)));
@@ -265,9 +269,13 @@ where
                     return Poll::Ready(Ok(response));
                 }
                 StateProj::Refreshing { wait, request } => {
-                    if wait.as_mut().poll(cx).is_pending() {
-                        ready!(poll_timer(this.timer, *this.deadline, cx));
-                    }
+                    let refreshed = match wait.as_mut().poll(cx) {
+                        Poll::Ready(refreshed) => refreshed,
+                        Poll::Pending => {
+                            ready!(poll_timer(this.timer, *this.deadline, cx));
+                            false
+                        }
+                    };
                     let request = held!(request.take());
                     // Checked again from the start: the refresh may have added the key.
                     match this.pipeline.check_headers(request.headers()) {
@@ -277,9 +285,13 @@ where
                             this.pipeline,
                             *this.deadline,
                         ),
-                        Err(problem) => answered(reply::failure(
-                            this.pipeline.refuse(problem, request.headers()),
-                        )),
+                        Err(problem) => {
+                            answered(reply::failure(this.pipeline.refuse_after_refresh(
+                                problem,
+                                request.headers(),
+                                refreshed,
+                            )))
+                        }
                     }
                 }
                 StateProj::Buffering {
@@ -573,6 +585,9 @@ where
         }
         Err(error) => {
             metrics::dedupe("store_error");
+            pipeline.alerts.raise(Alert::DedupeUnreachable {
+                error: error.to_string(),
+            });
             // The claim may have landed after we stopped waiting: release it (best effort,
             // token-checked, in the background) so it does not block retries for a lease.
             release_in_background(pipeline, run.held.take());

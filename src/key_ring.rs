@@ -9,6 +9,7 @@ use x509_cert::Certificate;
 use x509_cert::der::{DateTime, Decode, Encode};
 use x509_cert::name::Name;
 
+use crate::alert::Alerts;
 use crate::backend::{KeyProblem, VerifyingKey, parse_public_key};
 use crate::error::ConfigError;
 use crate::pem;
@@ -50,6 +51,8 @@ pub struct KeyRing {
 struct Shared {
     keys: RwLock<HashMap<String, Arc<PlatformKey>>>,
     refresh: Mutex<Option<RefreshState>>,
+    /// Where the refresher's failures are reported: the alerts of the layer using the ring.
+    alerts: Mutex<Alerts>,
 }
 
 /// One verification key and how it was named.
@@ -379,6 +382,24 @@ impl KeyRing {
             }
         }
         copy
+    }
+
+    /// Reports the refresher's failures to `alerts` (the layer's, set by its builder).
+    pub(crate) fn set_alerts(&self, alerts: Alerts) {
+        *self
+            .shared
+            .alerts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = alerts;
+    }
+
+    /// Where the refresher's failures are reported.
+    pub(crate) fn alerts(&self) -> Alerts {
+        self.shared
+            .alerts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The refresh a request with an unknown serial should wait for, if one may run.

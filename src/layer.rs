@@ -9,6 +9,7 @@ use http::HeaderMap;
 use tower::Layer;
 use zeroize::Zeroize;
 
+use crate::alert::{Alert, Alerts, FailureCounts};
 use crate::backend::ResourceCipher;
 use crate::dedupe::Dedupe;
 use crate::error::{ConfigError, Rejection};
@@ -45,7 +46,8 @@ const WECHATPAY_WAITS: Duration = Duration::from_secs(5);
 /// # Ok(()) }
 /// ```
 ///
-/// Clones share the key ring, the probe counter and the log rate limits; a builder method
+/// Clones share the key ring, the probe counter, the log rate limits, the alert sink with
+/// its rate limits and the failure counts behind [`Alert::KeepsFailing`]; a builder method
 /// called on one clone changes that clone only.
 #[derive(Clone)]
 #[must_use]
@@ -106,6 +108,11 @@ impl WechatPayLayer {
                 probes: Arc::new(AtomicU64::new(0)),
                 noise: Arc::default(),
                 drift: Arc::default(),
+                alerts: Alerts::none(),
+                failures: Arc::new(FailureCounts::new(
+                    FailureCounts::DEFAULT_FAILURES,
+                    FailureCounts::DEFAULT_FOR_LONGER_THAN,
+                )),
                 #[cfg(feature = "v2")]
                 v2: None,
                 #[cfg(feature = "v2")]
@@ -147,6 +154,9 @@ impl WechatPayLayer {
     pub fn key_ring(self, keys: KeyRing) -> Self {
         self.with(|pipeline| {
             keys.absorb(&pipeline.keys);
+            if pipeline.alerts.delivers() {
+                keys.set_alerts(pipeline.alerts.clone());
+            }
             pipeline.keys = keys;
         })
     }
@@ -304,6 +314,60 @@ impl WechatPayLayer {
         Self::new([0x5a; 32])?.v2_key(key)
     }
 
+    /// Calls `on_alert` for conditions that need a human (a wrong APIv3 key, schema drift,
+    /// a failing key refresher or dedupe store, a notification that keeps failing…), at
+    /// most once per kind and key per [`alert_interval`](Self::alert_interval). Never for
+    /// traffic a stranger can send. See [`alert`](crate::alert) for the kinds and what to
+    /// do about each. The closure runs on the request's task: keep it quick.
+    ///
+    /// ```
+    /// use tower_wechatpay::WechatPayLayer;
+    /// # use tower_wechatpay::test_util::TEST_APIV3_KEY;
+    /// # fn main() -> Result<(), tower_wechatpay::ConfigError> {
+    /// let layer = WechatPayLayer::new(TEST_APIV3_KEY)?.on_alert(|alert| {
+    ///     tracing::error!(alert = %alert, kind = alert.kind().as_str(), "wechat pay alert");
+    /// });
+    /// # let _ = layer;
+    /// # Ok(()) }
+    /// ```
+    pub fn on_alert(self, on_alert: impl Fn(&Alert) + Send + Sync + 'static) -> Self {
+        self.with(|pipeline| {
+            let alerts = Alerts::new(on_alert).interval(pipeline.alerts.interval_setting());
+            pipeline.set_alerts(alerts);
+        })
+    }
+
+    /// Uses this alert sink, with its own rate limit and interval: share one between the
+    /// layer and a queue worker.
+    pub fn alerts(self, alerts: Alerts) -> Self {
+        self.with(|pipeline| pipeline.set_alerts(alerts))
+    }
+
+    /// The least time between two alerts of one kind and key (default
+    /// [`Alerts::DEFAULT_INTERVAL`], 10 min).
+    pub fn alert_interval(self, interval: Duration) -> Self {
+        self.with(|pipeline| {
+            let alerts = pipeline.alerts.clone().interval(interval);
+            pipeline.set_alerts(alerts);
+        })
+    }
+
+    /// When a notification that keeps failing raises [`Alert::KeepsFailing`]: after
+    /// `failures` failed answers for its event (default 3), or once its first failure is
+    /// older than `for_longer_than` (default 1 h), whichever comes first. Failures are
+    /// counted per layer instance (in memory, across the services it made): with several
+    /// instances behind a load balancer each counts what it answered.
+    pub fn alert_when_failing(self, failures: u32, for_longer_than: Duration) -> Self {
+        self.with(|pipeline| {
+            pipeline.failures = Arc::new(FailureCounts::new(failures.max(1), for_longer_than));
+        })
+    }
+
+    /// The layer's alert sink (its closure and rate limiter), to hand to a queue worker.
+    pub fn alert_sink(&self) -> Alerts {
+        self.pipeline.alerts.clone()
+    }
+
     /// The clock, as Unix seconds. Tests set a fixed one; the default is the system clock.
     pub fn clock(self, now: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
         self.with(|pipeline| pipeline.clock = Arc::new(now))
@@ -372,6 +436,7 @@ impl fmt::Debug for WechatPayLayer {
             .field("answer_deadline", &self.pipeline.deadline)
             .field("body_timeout", &self.pipeline.body_timeout)
             .field("dedupe", &self.pipeline.dedupe)
+            .field("alerts", &self.pipeline.alerts)
             .field("success", &self.pipeline.success)
             .finish()
     }

@@ -103,7 +103,8 @@
 //! the handler outcomes ([`Handled`], [`Retry`], [`Declined`]), the keys ([`KeyRing`]) and
 //! the errors ([`Rejection`], [`RejectionKind`], [`ConfigError`]). The rest has a module
 //! each: [`models`] (the typed resources), [`checks`] (business checks), [`dedupe`] (the
-//! guard and its stores), [`refresh`] (the key refresher), [`extract`] (the extractor's
+//! guard and its stores), [`refresh`] (the key refresher), [`alert`] (conditions that need a
+//! human, delivered to [`WechatPayLayer::on_alert`]), [`extract`] (the extractor's
 //! trait and rejection) and, with the `client` feature, `client` (the merchant API client:
 //! signed requests, verified answers, platform certificates that refresh themselves, order
 //! and refund queries, confirming a notification). With the `v2` feature the layer also
@@ -135,6 +136,7 @@
 //! crate in the build, or `--all-features`), aws-lc-rs is used; [`CRYPTO_BACKEND`] says
 //! which one a build uses. With neither, the crate does not compile and says why.
 
+pub mod alert;
 mod backend;
 mod body;
 pub mod checks;

@@ -32,7 +32,8 @@
 //!
 //! Alert on `retry` (ours to fix: a failing handler, a wrong APIv3 key, a dead dedupe
 //! store) and on `key_refreshes_total{result!="started",result!="succeeded"}`; `refused`
-//! is mostly traffic anyone can send and is for dashboards, not pages.
+//! is mostly traffic anyone can send and is for dashboards, not pages. The layer can page
+//! by itself too: see [`alert`](crate::alert).
 
 use tokio::time::Instant;
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, Response};
 
+use crate::alert::{Alert, Alerts, FailureCounts, sanitized_serial};
 use crate::backend::ResourceCipher;
 use crate::body::BufferedBody;
 use crate::decrypt::{decrypt_resource, parse_envelope};
@@ -56,6 +57,10 @@ pub(crate) struct Pipeline {
     pub(crate) probes: Arc<AtomicU64>,
     pub(crate) noise: Arc<NoiseLimiter>,
     pub(crate) drift: Arc<DriftSeen>,
+    /// Where alerts go (none by default).
+    pub(crate) alerts: Alerts,
+    /// Failed answers per event, for [`Alert::KeepsFailing`].
+    pub(crate) failures: Arc<FailureCounts>,
     /// The APIv2 key, for XML notifications on the same route.
     #[cfg(feature = "v2")]
     pub(crate) v2: Option<crate::v2::V2Key>,
@@ -209,6 +214,65 @@ impl Pipeline {
         }
     }
 
+    /// Uses `alerts`, for requests and for the key ring's refresher.
+    pub(crate) fn set_alerts(&mut self, alerts: Alerts) {
+        self.keys.set_alerts(alerts.clone());
+        self.alerts = alerts;
+    }
+
+    /// The answer to headers that still fail after a key refresh finished: a serial the
+    /// refresh did not bring is worth an alert (one slot for every serial: a stranger can
+    /// send them too).
+    pub(crate) fn refuse_after_refresh(
+        &self,
+        problem: HeaderProblem,
+        headers: &HeaderMap,
+        refreshed: bool,
+    ) -> Rejection {
+        if refreshed && let HeaderProblem::UnknownSerial { serial, .. } = &problem {
+            self.alerts.raise(Alert::UnknownSerialAfterRefresh {
+                serial: sanitized_serial(serial),
+            });
+        }
+        self.refuse(problem, headers)
+    }
+
+    /// A verified notification was answered: a failure counts against its event, a
+    /// success (or a decline, or a copy already done) forgets it; an event that keeps
+    /// failing raises [`Alert::KeepsFailing`]. A copy refused because another one is
+    /// running is neither.
+    pub(crate) fn count_answer(
+        &self,
+        response: &Response<BufferedBody>,
+        notification: &Notification,
+    ) {
+        if !self.alerts.delivers() {
+            return;
+        }
+        let failure = if response.status().is_success() {
+            None
+        } else {
+            let kind = response
+                .extensions()
+                .get::<Rejection>()
+                .map(Rejection::kind);
+            if kind == Some(RejectionKind::InProgress) {
+                return;
+            }
+            Some(kind.map_or("unknown", RejectionKind::as_str))
+        };
+        let key = || {
+            crate::dedupe::default_key(notification).unwrap_or_else(|| notification.id().to_owned())
+        };
+        let now = (self.clock)();
+        if let Some(alert) = self
+            .failures
+            .answered(key, notification.event_type(), failure, now)
+        {
+            self.alerts.raise(alert);
+        }
+    }
+
     /// An APIv2 (XML) body: verified (payment) or decrypted (refund) with the v2 key.
     /// Without one it is refused (500, so WeChat Pay keeps it until the key is set), and
     /// the log says once what to configure.
@@ -238,17 +302,27 @@ impl Pipeline {
                 "no apiv2 key configured",
             ));
         };
-        crate::v2::open(key, body).inspect_err(|rejection| {
-            if let Some(left_out) = self.noise.allow(Noise::BadSignature) {
-                tracing::warn!(
-                    left_out,
-                    reason = rejection.message(),
-                    "refused an APIv2 (XML) notification: its sign does not verify or its \
+        crate::v2::open(key, body)
+            .inspect(|notification| {
+                // Verified (or decrypted) but not what its model expects: schema drift.
+                if let Event::Unparsed(error) = notification.event() {
+                    self.alerts.raise(Alert::Unparsable {
+                        event_type: notification.event_type().to_owned(),
+                        detail: error.to_string(),
+                    });
+                }
+            })
+            .inspect_err(|rejection| {
+                if let Some(left_out) = self.noise.allow(Noise::BadSignature) {
+                    tracing::warn!(
+                        left_out,
+                        reason = rejection.message(),
+                        "refused an APIv2 (XML) notification: its sign does not verify or its \
                      req_info does not decrypt with the configured v2 key (forged, or the \
                      APIv2 key is wrong or was reset)"
-                );
-            }
-        })
+                    );
+                }
+            })
     }
 
     /// Everything after the body is in: size, signature, envelope, decryption, model.
@@ -304,6 +378,10 @@ impl Pipeline {
                 "a correctly signed notification has an envelope we cannot parse; \
                  answering 500 so WeChat Pay retries"
             );
+            self.alerts.raise(Alert::Unparsable {
+                event_type: String::new(),
+                detail: "the envelope is not the JSON WeChat Pay documents".into(),
+            });
         })?;
         let event_type = envelope.event_type.as_deref().unwrap_or_default();
         let plaintext =
@@ -314,6 +392,7 @@ impl Pipeline {
                     event_type,
                     &envelope.resource.algorithm,
                 );
+                self.alerts.raise(decrypt_alert(rejection, event_type));
             })?;
         let original_type = envelope.resource.original_type.as_deref();
         let kind = EventKind::of(original_type, event_type);
@@ -333,17 +412,26 @@ impl Pipeline {
                          answer 500 so WeChat Pay retries. Logged once per cause."
                     );
                 }
+                self.alerts.raise(Alert::Unparsable {
+                    event_type: event_type.to_owned(),
+                    detail: error.to_string(),
+                });
                 Event::Unparsed(error)
             }
             Err(error) => {
                 // serde's message can quote the payload: log only where and how it failed.
+                let error = ModelError::new(kind.model_name(), &error);
                 tracing::error!(
                     id = %envelope.id,
                     event_type,
-                    error = %ModelError::new(kind.model_name(), &error),
+                    %error,
                     "a correctly signed notification decrypted to a resource that is not \
                      JSON; answering 500 so WeChat Pay retries"
                 );
+                self.alerts.raise(Alert::Unparsable {
+                    event_type: event_type.to_owned(),
+                    detail: error.to_string(),
+                });
                 return Err(Rejection::new(
                     RejectionKind::MalformedResource,
                     "malformed resource",
@@ -472,6 +560,21 @@ const REWRITTEN: &str = "refused a notification whose signature does not verify,
     newline): it was most likely rewritten on the way (a proxy or JSON middleware \
     re-serialised it); the signature covers the exact bytes, so nothing may touch the body \
     before this layer";
+
+/// A genuine notification that did not decrypt: the key (or the algorithm), or, for bytes
+/// that decrypted but are not UTF-8, what came out.
+fn decrypt_alert(rejection: &Rejection, event_type: &str) -> Alert {
+    match rejection.kind() {
+        RejectionKind::MalformedResource => Alert::Unparsable {
+            event_type: event_type.to_owned(),
+            detail: "the resource decrypted to bytes that are not UTF-8".into(),
+        },
+        kind => Alert::Undecryptable {
+            event_type: event_type.to_owned(),
+            reason: kind.as_str(),
+        },
+    }
+}
 
 fn log_decrypt_failure(rejection: &Rejection, id: &str, event_type: &str, algorithm: &str) {
     match rejection.kind() {

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::BoxError;
 
+use crate::alert::{Alert, Alerts};
 use crate::key_ring::KeyRing;
 use crate::metrics;
 
@@ -135,7 +136,9 @@ pub(crate) struct RefreshState {
 }
 
 /// Resolves when the refresh a request waits for is over, or its wait is.
-pub(crate) type RefreshWait = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// Its output says whether the refresh is over (finished, failed or gone), `false` if
+/// the wait ended first.
+pub(crate) type RefreshWait = Pin<Box<dyn Future<Output = bool> + Send>>;
 
 impl RefreshState {
     pub(crate) fn new(refresher: KeyRefresher) -> Self {
@@ -203,13 +206,14 @@ impl StartRefresh {
     pub(crate) fn start(self, keys: KeyRing) {
         tracing::info!("unknown Wechatpay-Serial: refreshing WeChat Pay keys");
         metrics::key_refresh("started");
+        let alerts = keys.alerts();
         let refresh = (self.refresh)(keys);
         let done = self.done;
         let timeout = self.timeout;
         self.runtime.spawn(async move {
             // If the refresher panics, `done` is dropped with the task and the waiters
             // wake all the same; the guard says so in the log.
-            let guard = Unfinished;
+            let guard = Unfinished(Some(alerts.clone()));
             match tokio::time::timeout(timeout, refresh).await {
                 Ok(Ok(())) => {
                     metrics::key_refresh("succeeded");
@@ -218,6 +222,9 @@ impl StartRefresh {
                 Ok(Err(error)) => {
                     metrics::key_refresh("failed");
                     tracing::error!(%error, "the key refresher failed");
+                    alerts.raise(Alert::RefresherFailing {
+                        error: error.to_string(),
+                    });
                 }
                 Err(_) => {
                     metrics::key_refresh("abandoned");
@@ -226,28 +233,50 @@ impl StartRefresh {
                         "the key refresher is stuck: abandoned it after its timeout; a later \
                          unknown serial may start a new refresh after the minimum interval"
                     );
+                    alerts.raise(Alert::RefresherFailing {
+                        error: format!(
+                            "stuck: abandoned after its timeout ({} ms)",
+                            duration_ms(timeout)
+                        ),
+                    });
                 }
             }
-            std::mem::forget(guard);
+            guard.finished();
             let _ = done.send(true);
         });
     }
 }
 
-/// Logs a refresh that ended without finishing (its task panicked or was cancelled).
-struct Unfinished;
+/// Logs (and alerts) a refresh that ended without finishing (its task panicked or was
+/// cancelled).
+struct Unfinished(Option<Alerts>);
+
+impl Unfinished {
+    /// The refresh ended (whatever its result): nothing to report on drop.
+    fn finished(mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for Unfinished {
     fn drop(&mut self) {
+        let Some(alerts) = self.0.take() else {
+            return;
+        };
         metrics::key_refresh("failed");
         tracing::error!("the key refresher panicked or was cancelled");
+        alerts.raise(Alert::RefresherFailing {
+            error: "the refresher panicked or was cancelled".into(),
+        });
     }
 }
 
 fn wait(mut running: watch::Receiver<bool>, max_wait: Duration) -> RefreshWait {
     Box::pin(async move {
         // An error means the refresh task is gone (it panicked): nothing more to wait for.
-        let _ = tokio::time::timeout(max_wait, running.wait_for(|done| *done)).await;
+        tokio::time::timeout(max_wait, running.wait_for(|done| *done))
+            .await
+            .is_ok()
     })
 }
 

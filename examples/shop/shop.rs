@@ -6,8 +6,8 @@
 //!     --apiv3-key-file FILE [--public-key PUB_KEY_ID_…=FILE.pem]… [--certificate FILE.pem]… \
 //!     [--mchid 1900012345] [--appid wx8888888888888888] \
 //!     [--confirm-with-query --merchant-key apiclient_key.pem --merchant-serial HEX [--api-base URL]] \
-//!     [--metrics-listen ADDR] [--queue URL [--queue-heartbeat SECS] [--max-attempts N]] \
-//!     [--work-delay-ms MS]
+//!     [--metrics-listen ADDR] [--dedupe-redis redis://HOST:PORT/] [--alert-webhook URL] \
+//!     [--queue URL [--queue-heartbeat SECS] [--max-attempts N]] [--work-delay-ms MS]
 //!
 //! POST /orders            {"out_trade_no":"…","total":990}  -> 201 with the order JSON
 //! GET  /orders/{out_trade_no}                                 -> 200 order JSON, 404 if none
@@ -18,6 +18,13 @@
 //! With `--metrics-listen ADDR` the layer's metrics (feature `metrics`, see
 //! `tower_wechatpay::metrics`) are served by `metrics-exporter-prometheus` on a separate
 //! address, so the scrape endpoint is not on the public notification port.
+//!
+//! Every alert (`tower_wechatpay::alert`: a wrong APIv3 key, schema drift, a failing key
+//! refresher or dedupe store, a notification that keeps failing) is logged at error; with
+//! `--alert-webhook URL` it is also POSTed there as JSON (`{"kind": …, "action": …}`), the
+//! usual chat-bot integration. The POST runs on its own task with a 5 s limit: a webhook
+//! that is down is logged and never delays or changes an answer. With `--dedupe-redis URL`
+//! the layer's dedupe guard keeps its claims in that Redis (several instances share it).
 //!
 //! The exactly-once pattern, in one database transaction: the payment is applied by a single
 //! conditional `UPDATE … WHERE status = 'PENDING' AND total = $amount`, so of any number of
@@ -55,6 +62,7 @@ use example_support::KeyArgs;
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
+use tower_wechatpay::alert::Alert;
 use tower_wechatpay::checks::Merchant;
 use tower_wechatpay::client::{Client, WECHATPAY_API};
 use tower_wechatpay::models::{Refund, Transaction};
@@ -71,6 +79,9 @@ const POSTGRES_SETTINGS: &str = "SET lock_timeout = '1s'; SET statement_timeout 
 /// pool limits it keeps the handler well inside the layer's 4 s answer deadline and WeChat
 /// Pay's 5 s.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The limit on one alert webhook POST (connection included).
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 struct Shop {
@@ -212,6 +223,7 @@ async fn notified(
 async fn handle(shop: &Shop, notification: Notification) -> Result<Handled, Retry> {
     if !shop.work_delay.is_zero() {
         // `--work-delay-ms`: stands for slow business work (emails, an ERP call).
+        tracing::info!(id = notification.id(), "working on a notification");
         tokio::time::sleep(shop.work_delay).await;
     }
     match notification.event() {
@@ -496,6 +508,15 @@ struct Cli {
     /// Simulated slow business work: every notification takes this long to apply.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     work_delay_ms: u64,
+    /// Keep the dedupe guard's claims in this Redis (`redis://HOST:PORT/`), shared by every
+    /// instance: a copy being handled elsewhere gets 500, one already handled is
+    /// acknowledged without running the handler. Redis down: 500, and an alert.
+    #[arg(long, value_name = "URL")]
+    dedupe_redis: Option<String>,
+    /// POST every alert to this URL as JSON (`http://` or `https://`), e.g. a chat bot's
+    /// webhook. Alerts are always logged at error.
+    #[arg(long, value_name = "URL")]
+    alert_webhook: Option<String>,
 }
 
 impl Cli {
@@ -533,6 +554,27 @@ async fn main() -> ExitCode {
         Ok(layer) => layer,
         Err(message) => return example_support::usage_error::<Cli>(message),
     };
+    let on_alert = match alert_sink(cli.alert_webhook.as_deref()) {
+        Ok(on_alert) => on_alert,
+        Err(message) => return example_support::usage_error::<Cli>(message),
+    };
+    let layer = layer.on_alert(on_alert);
+    let layer = match &cli.dedupe_redis {
+        None => layer,
+        Some(url) => {
+            let store = match tower_wechatpay::dedupe::RedisStore::connect(url).await {
+                Ok(store) => store,
+                Err(error) => {
+                    eprintln!("shop: --dedupe-redis {url}: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match layer.dedupe(store) {
+                Ok(layer) => layer,
+                Err(message) => return example_support::usage_error::<Cli>(message),
+            }
+        }
+    };
     let confirm = match cli.confirm_client(layer.keys()) {
         Ok(confirm) => confirm,
         Err(message) => return example_support::usage_error::<Cli>(message),
@@ -566,7 +608,9 @@ async fn main() -> ExitCode {
         Some(url) => {
             let heartbeat = Duration::from_secs(cli.queue_heartbeat);
             let queue = match Queue::connect_with(url, Queue::DEFAULT_NAME, heartbeat).await {
-                Ok(queue) => queue.max_attempts(cli.max_attempts),
+                Ok(queue) => queue
+                    .max_attempts(cli.max_attempts)
+                    .alerts(layer.alert_sink()),
                 Err(error) => {
                     eprintln!("shop: cannot open the queue {url}: {error}");
                     return ExitCode::FAILURE;
@@ -604,6 +648,77 @@ async fn report_depth(queue: Queue) {
             tracing::warn!(%error, "could not read the queue depth");
         }
     }
+}
+
+/// What the shop does with an alert: log it at error and, with `--alert-webhook`, POST its
+/// JSON there on a task of its own (bounded by [`WEBHOOK_TIMEOUT`]), so the answer that
+/// raised it never waits for the webhook.
+fn alert_sink(webhook: Option<&str>) -> Result<impl Fn(&Alert) + Send + Sync + 'static, String> {
+    let webhook = match webhook {
+        None => None,
+        Some(url) => {
+            let uri: axum::http::Uri = url
+                .parse()
+                .map_err(|error| format!("--alert-webhook {url}: {error}"))?;
+            if !matches!(uri.scheme_str(), Some("http" | "https")) {
+                return Err(format!("--alert-webhook {url}: an http:// or https:// URL"));
+            }
+            let transport = tower_wechatpay::client::https_transport(WEBHOOK_TIMEOUT)
+                .map_err(|error| format!("--alert-webhook: {error}"))?;
+            Some((uri, transport))
+        }
+    };
+    Ok(move |alert: &Alert| {
+        tracing::error!(
+            alert = %alert,
+            kind = alert.kind().as_str(),
+            "wechat pay alert: a human is needed"
+        );
+        let Some((uri, transport)) = &webhook else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let body = match serde_json::to_vec(alert) {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::error!(%error, "could not serialize an alert");
+                return;
+            }
+        };
+        let request = axum::http::Request::post(uri.clone())
+            .header(axum::http::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(axum::body::Bytes::from(body)));
+        let request = match request {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::error!(%error, "could not build the alert webhook request");
+                return;
+            }
+        };
+        let transport = transport.clone();
+        let kind = alert.kind().as_str();
+        runtime.spawn(async move {
+            match tokio::time::timeout(WEBHOOK_TIMEOUT, transport.request(request)).await {
+                Ok(Ok(response)) if response.status().is_success() => {
+                    tracing::info!(kind, "posted the alert to the webhook");
+                }
+                Ok(Ok(response)) => tracing::error!(
+                    kind,
+                    status = %response.status(),
+                    "the alert webhook refused the alert"
+                ),
+                Ok(Err(error)) => {
+                    tracing::error!(kind, %error, "could not post the alert to the webhook");
+                }
+                Err(_) => tracing::error!(
+                    kind,
+                    "the alert webhook did not answer within 5 s; alert not delivered"
+                ),
+            }
+        });
+    })
 }
 
 /// Installs the Prometheus recorder and serves `GET /metrics` on `addr`, in the background.

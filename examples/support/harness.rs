@@ -126,13 +126,16 @@ pub fn start(name: &str, args: &[String]) -> Running {
         .unwrap();
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let log = log_lines(child.stderr.take().unwrap());
+    let mut seen = String::new();
     let addr = loop {
         let line = log
             .recv_timeout(READY_WITHIN)
-            .unwrap_or_else(|_| panic!("{name} did not print `listening on ADDR`"));
+            .unwrap_or_else(|_| panic!("{name} did not print `listening on ADDR`:\n{seen}"));
         if let Some(addr) = line.strip_prefix("listening on ") {
             break addr.trim().to_owned();
         }
+        seen.push_str(&line);
+        seen.push('\n');
     };
     // The log goes on to `wait_log` (the drain thread never blocks), echoed for the test
     // output when asked.

@@ -256,6 +256,11 @@ where
                         "the periodic refresh of WeChat Pay platform certificates failed; \
                          the key ring is unchanged"
                     );
+                    self.keys()
+                        .alerts()
+                        .raise(crate::alert::Alert::RefresherFailing {
+                            error: format!("periodic certificate refresh: {error}"),
+                        });
                     next
                 }
             };

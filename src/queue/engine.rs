@@ -204,9 +204,21 @@ mod sqlite {
         let setup = SqlitePool::connect_with(options.clone())
             .await
             .map_err(QueueError::engine)?;
-        SqliteStorage::setup(&setup)
-            .await
-            .map_err(QueueError::engine)?;
+        // Other instances on the file may be writing: a migration that finds the database
+        // busy (SQLite answers some conflicts at once, whatever the busy timeout) tries again.
+        let mut pause = std::time::Duration::from_millis(50);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match SqliteStorage::setup(&setup).await {
+                Ok(()) => break,
+                Err(error) if tries < 20 && is_busy(&error) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(1));
+                }
+                Err(error) => return Err(QueueError::engine(error)),
+            }
+        }
         setup.close().await;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -220,6 +232,26 @@ mod sqlite {
         Ok(Engine::Sqlite(
             SqliteStorage::new(&pool).with_config(config),
         ))
+    }
+
+    /// SQLITE_BUSY (5) or SQLITE_LOCKED (6), in any extended form, also inside a
+    /// migration's error.
+    fn is_busy(error: &apalis_sqlite::Error) -> bool {
+        fn busy(error: &sqlx::Error) -> bool {
+            match error {
+                sqlx::Error::Database(database) => database
+                    .code()
+                    .and_then(|code| code.parse::<u32>().ok())
+                    .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
+                sqlx::Error::Migrate(migrate) => match migrate.as_ref() {
+                    sqlx::migrate::MigrateError::Execute(error)
+                    | sqlx::migrate::MigrateError::ExecuteMigration(error, _) => busy(error),
+                    _ => false,
+                },
+                _ => false,
+            }
+        }
+        matches!(error, apalis_sqlite::Error::Database(error) if busy(error))
     }
 
     pub(super) async fn dead_letters(

@@ -62,6 +62,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use tower::{BoxError, Service};
 
+use crate::alert::{Alert, Alerts};
 use crate::body::BufferedBody;
 use crate::layer::WechatPayLayer;
 use crate::notification::Notification;
@@ -79,6 +80,9 @@ pub struct Queue {
     engine: Engine,
     name: String,
     max_attempts: u32,
+    /// Where enqueue failures, engine failures and dead letters are raised; `None` until
+    /// set, then the layer's (see [`Queue::worker`]).
+    alerts: Option<Alerts>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -172,6 +176,7 @@ impl Queue {
             engine,
             name: name.to_owned(),
             max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+            alerts: None,
         })
     }
 
@@ -179,6 +184,15 @@ impl Queue {
     /// least 1). Applies to jobs stored from now on and to the worker's retries.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Where the queue raises its alerts ([`Alert::QueueUnreachable`] when an enqueue or the
+    /// worker's engine fails, [`Alert::DeadLettered`]): usually the layer's
+    /// ([`WechatPayLayer::alert_sink`]). Unset, a [`worker`](Self::worker) uses its layer's
+    /// and enqueue failures are only logged and counted.
+    pub fn alerts(mut self, alerts: Alerts) -> Self {
+        self.alerts = Some(alerts);
         self
     }
 
@@ -197,11 +211,17 @@ impl Queue {
         let job = QueuedNotification::new(notification, body, received)
             .map_err(|rejection| QueueError::config(rejection.message()))?;
         let result = self.engine.push(job, self.max_attempts).await;
-        crate::metrics::queue_job(if result.is_ok() {
-            "enqueued"
-        } else {
-            "enqueue_failed"
-        });
+        match &result {
+            Ok(()) => crate::metrics::queue_job("enqueued"),
+            Err(error) => {
+                crate::metrics::queue_job("enqueue_failed");
+                if let Some(alerts) = &self.alerts {
+                    alerts.raise(Alert::QueueUnreachable {
+                        error: error.to_string(),
+                    });
+                }
+            }
+        }
         result
     }
 
@@ -222,7 +242,9 @@ impl Queue {
         H: Fn(Notification) -> F + Send + Sync + 'static,
         F: Future<Output = Result<Handled, Retry>> + Send + 'static,
     {
-        Worker::new(self.clone(), layer.shared_pipeline(), handler)
+        let mut queue = self.clone();
+        queue.alerts.get_or_insert_with(|| layer.alert_sink());
+        Worker::new(queue, layer.shared_pipeline(), handler)
     }
 
     /// Jobs that used up their attempts, oldest first.

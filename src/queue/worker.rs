@@ -20,6 +20,7 @@ use tower::util::rng::HasherRng;
 use super::engine::Engine;
 use super::job::QueuedNotification;
 use super::{Queue, QueueError};
+use crate::alert::{Alert, Alerts};
 use crate::dedupe::{Claim, Dedupe, new_token};
 use crate::metrics;
 use crate::notification::Notification;
@@ -66,6 +67,7 @@ impl std::fmt::Debug for Worker {
 #[derive(Clone)]
 struct Runner {
     pipeline: Arc<Pipeline>,
+    alerts: Alerts,
     handler: BoxedHandler,
     dedupe: Option<Dedupe>,
     max_attempts: u32,
@@ -88,10 +90,12 @@ impl Worker {
         F: Future<Output = Result<Handled, Retry>> + Send + 'static,
     {
         let max_attempts = queue.max_attempts;
+        let alerts = queue.alerts.clone().unwrap_or_else(Alerts::none);
         Self {
             queue,
             runner: Runner {
                 pipeline,
+                alerts,
                 handler: Arc::new(move |notification| Box::pin(handler(notification))),
                 dedupe: None,
                 max_attempts,
@@ -173,6 +177,9 @@ impl Worker {
                 Ok(()) => QueueError::engine("the worker stopped without being asked to"),
                 Err(error) => error,
             };
+            self.runner.alerts.raise(Alert::QueueUnreachable {
+                error: error.to_string(),
+            });
             tracing::error!(
                 worker = %self.name,
                 %error,
@@ -262,6 +269,12 @@ async fn run_job(
                 "a queued notification failed its last attempt and is now a dead letter: fix \
                  the cause, then requeue it (Queue::requeue); WeChat Pay will not resend it"
             );
+            runner.alerts.raise(Alert::DeadLettered {
+                key: job.key.clone(),
+                event_type: job.event_type.clone(),
+                attempts: attempt,
+                error: error.to_string(),
+            });
         }
         Err(error) => {
             metrics::queue_job("retry");

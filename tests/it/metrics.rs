@@ -6,6 +6,7 @@
 use crate::support;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -14,8 +15,9 @@ use axum::routing::post;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde_json::json;
 use support::{NOW, delivery, test_layer};
+use tokio::sync::Notify;
 use tower::ServiceExt;
-use tower_wechatpay::dedupe::InMemoryStore;
+use tower_wechatpay::dedupe::{Claim, DedupeStore, InMemoryStore, StoreError, StoreFuture};
 use tower_wechatpay::refresh::KeyRefresher;
 use tower_wechatpay::test_util::{TestSigner, sample_payment, sample_refund};
 use tower_wechatpay::{Handled, KeyRing, Notification, Notified, Retry, WechatPayLayer};
@@ -268,5 +270,141 @@ async fn key_refreshes_are_counted_by_result() {
     assert_eq!(
         values.get(&notifications("refused", "unknown_serial", "none", "3")),
         Some(&2)
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_copy_refused_while_another_runs_is_counted_in_progress() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let entered = Arc::new(Notify::new());
+    let proceed = Arc::new(Notify::new());
+    let app = {
+        let (entered, proceed) = (entered.clone(), proceed.clone());
+        Router::new()
+            .route(
+                "/notify",
+                post(move || {
+                    let (entered, proceed) = (entered.clone(), proceed.clone());
+                    async move {
+                        entered.notify_one();
+                        proceed.notified().await;
+                        Ok::<_, Retry>(Handled::Done)
+                    }
+                }),
+            )
+            .layer(test_layer().dedupe(InMemoryStore::new()).unwrap())
+    };
+    let copy = || delivery("TRANSACTION.SUCCESS", &sample_payment()).into_request_to("/notify");
+    // The first copy holds its claim in the handler while the second arrives.
+    let first = tokio::spawn({
+        let (app, request) = (app.clone(), copy());
+        async move { send(&app, request).await }
+    });
+    entered.notified().await;
+    send(&app, copy()).await;
+    proceed.notify_one();
+    first.await.unwrap();
+
+    let values = read(&snapshotter);
+    assert_eq!(
+        values.get("wechatpay_dedupe_total{outcome=claimed}"),
+        Some(&1)
+    );
+    assert_eq!(
+        values.get("wechatpay_dedupe_total{outcome=in_progress}"),
+        Some(&1)
+    );
+    assert_eq!(
+        values.get(&notifications(
+            "retry",
+            "in_progress",
+            "TRANSACTION.SUCCESS",
+            "3"
+        )),
+        Some(&1)
+    );
+}
+
+/// A store that is down.
+struct Down;
+
+impl DedupeStore for Down {
+    fn claim(&self, _: String, _: String, _: Duration) -> StoreFuture<Claim> {
+        Box::pin(async { Err(StoreError::new("connection refused")) })
+    }
+    fn complete(&self, _: String, _: String, _: Duration) -> StoreFuture<()> {
+        Box::pin(async { Err(StoreError::new("connection refused")) })
+    }
+    fn release(&self, _: String, _: String) -> StoreFuture<()> {
+        Box::pin(async { Err(StoreError::new("connection refused")) })
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_store_that_fails_is_counted_store_error() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let app = app(test_layer().dedupe(Down).unwrap());
+    for _ in 0..2 {
+        send(
+            &app,
+            delivery("TRANSACTION.SUCCESS", &sample_payment()).into_request_to("/notify"),
+        )
+        .await;
+    }
+
+    let values = read(&snapshotter);
+    assert_eq!(
+        values.get("wechatpay_dedupe_total{outcome=store_error}"),
+        Some(&2)
+    );
+    assert_eq!(values.get("wechatpay_dedupe_total{outcome=claimed}"), None);
+    assert_eq!(
+        values.get(&notifications(
+            "retry",
+            "dedupe_unavailable",
+            "TRANSACTION.SUCCESS",
+            "3"
+        )),
+        Some(&2)
+    );
+    // The handler never ran.
+    assert_eq!(values.get("wechatpay_handler_duration_seconds{}"), None);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_refresh_stuck_past_its_timeout_is_counted_abandoned() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let timeout = Duration::from_secs(10);
+    let refresher = KeyRefresher::new(|_: KeyRing| std::future::pending()).timeout(timeout);
+    let app = app(test_layer().key_refresher(refresher));
+    let unknown = delivery("TRANSACTION.SUCCESS", &sample_payment())
+        .with_header("wechatpay-serial", ATTACKER_SERIAL)
+        .into_request_to("/notify");
+    // Answered 401 once its wait is over; the refresh runs on until its timeout. (Reading
+    // the recorder in between would reset its counters.)
+    send(&app, unknown).await;
+    tokio::time::sleep(timeout).await;
+
+    let values = read(&snapshotter);
+    assert_eq!(
+        values.get("wechatpay_key_refreshes_total{result=started}"),
+        Some(&1)
+    );
+    assert_eq!(
+        values.get("wechatpay_key_refreshes_total{result=abandoned}"),
+        Some(&1)
+    );
+    assert_eq!(
+        values.get("wechatpay_key_refreshes_total{result=failed}"),
+        None
     );
 }

@@ -207,52 +207,77 @@ fn delivery(event_type: &str, resource: &Value) -> SignedNotification {
         .unwrap()
 }
 
-/// The storm on `fleet`: `restart_engine` runs once a third of the copies were
-/// acknowledged... see the module docs.
-async fn storm(fleet: Arc<Fleet>, restart_engine: impl FnOnce(&Fleet) + Send + 'static) {
-    fleet.create_orders().await;
-    let acknowledged = Arc::new(AtomicUsize::new(0));
+/// Delivers the payments of `orders`, [`COPIES`] concurrent copies each, each resent until
+/// acknowledged; counts the acknowledgements and the deliveries refused or unanswered.
+fn deliver_all(
+    fleet: &Arc<Fleet>,
+    orders: std::ops::Range<usize>,
+    acknowledged: &Arc<AtomicUsize>,
+    resent: &Arc<AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut deliveries = Vec::new();
-    for n in 0..ORDERS {
+    for n in orders {
         for copy in 0..COPIES {
-            let fleet = Arc::clone(&fleet);
-            let acknowledged = Arc::clone(&acknowledged);
+            let fleet = Arc::clone(fleet);
+            let acknowledged = Arc::clone(acknowledged);
+            let resent = Arc::clone(resent);
             deliveries.push(tokio::spawn(async move {
                 let resource = payment(n);
-                fleet
+                let attempts = fleet
                     .deliver(|| delivery("TRANSACTION.SUCCESS", &resource), n + copy)
                     .await;
+                resent.fetch_add(attempts - 1, Ordering::SeqCst);
                 acknowledged.fetch_add(1, Ordering::SeqCst);
             }));
         }
     }
-    // The faults, at fixed points of progress (not of time).
-    let total_copies = ORDERS * COPIES;
-    let faults = {
-        let fleet = Arc::clone(&fleet);
-        let acknowledged = Arc::clone(&acknowledged);
-        tokio::task::spawn_blocking(move || {
-            let wait_for = |count: usize| {
-                let started = Instant::now();
-                while acknowledged.load(Ordering::SeqCst) < count {
-                    assert!(
-                        started.elapsed() < WITHIN,
-                        "the storm stalled before {count}"
-                    );
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            };
-            wait_for(total_copies / 4);
-            fleet.kill_one_and_replace();
-            wait_for(total_copies / 2);
-            restart_engine(&fleet);
-        })
-    };
+    deliveries
+}
+
+/// The storm (see the module docs): the first half of the payments, a worker killed while
+/// it works on one, the second half while the engine is killed and restarted.
+async fn storm(fleet: Arc<Fleet>, restart_engine: impl FnOnce(&Fleet) + Send + 'static) {
+    fleet.create_orders().await;
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let resent = Arc::new(AtomicUsize::new(0));
+    let mut deliveries = deliver_all(&fleet, 0..ORDERS / 2, &acknowledged, &resent);
+    // Kill the first instance the moment its worker starts a job (each takes 200 ms):
+    // the job is orphaned mid-work, and must be taken again by another worker.
+    let killer = Arc::clone(&fleet);
+    tokio::task::spawn_blocking(move || {
+        killer.instances.lock().unwrap()[0].wait_log(&["working on a notification"]);
+        killer.kill_one_and_replace();
+    })
+    .await
+    .unwrap();
+    let first_half = acknowledged.load(Ordering::SeqCst);
+    deliveries.extend(deliver_all(
+        &fleet,
+        ORDERS / 2..ORDERS,
+        &acknowledged,
+        &resent,
+    ));
+    // The engine goes down once the second half is under way, and comes back.
+    let restarter = Arc::clone(&fleet);
+    let seen = Arc::clone(&acknowledged);
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        while seen.load(Ordering::SeqCst) <= first_half {
+            assert!(started.elapsed() < WITHIN, "the storm stalled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        restart_engine(&restarter);
+    })
+    .await
+    .unwrap();
     for delivery in deliveries {
         delivery.await.unwrap();
     }
-    faults.await.unwrap();
-    assert_eq!(acknowledged.load(Ordering::SeqCst), total_copies);
+    assert_eq!(acknowledged.load(Ordering::SeqCst), ORDERS * COPIES);
+    assert!(
+        resent.load(Ordering::SeqCst) > 0,
+        "the faults were felt: some deliveries were refused or unanswered and resent"
+    );
 
     fleet
         .orders_until("every order paid", |rows| {

@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use sqlx::sqlite::SqlitePoolOptions;
 use tower_wechatpay::queue::Queue;
 use tower_wechatpay::test_util::{SignedNotification, TestSigner, sample_payment, sample_refund};
+use tower_wechatpay::{Handled, Retry};
 
 use crate::support::postgres::Postgres;
 
@@ -436,4 +437,155 @@ async fn a_job_failing_every_attempt_is_dead_lettered_listed_and_requeued() {
         })
         .await;
     assert_eq!(list(&["list"]).1, "");
+}
+
+// The library's queue in-process, on a SQLite file: what the worker does with one job.
+
+/// A queue on a fresh SQLite file, the layer of the test signer, and the verified
+/// notifications the layer makes of `resources`.
+async fn in_process(tag: &str) -> (TempDir, Queue, tower_wechatpay::WechatPayLayer) {
+    let dir = TempDir::new(tag);
+    let queue = Queue::connect(&sqlite_queue(dir.path())).await.unwrap();
+    let layer = TestSigner::public_key_mode().layer().unwrap();
+    (dir, queue, layer)
+}
+
+/// Verifies a fresh delivery of `resource` and stores it, as the enqueuer does.
+async fn enqueue(queue: &Queue, layer: &tower_wechatpay::WechatPayLayer, resource: &Value) {
+    let signed = delivery("TRANSACTION.SUCCESS", resource);
+    let notification = layer.verify(&signed.headers, &signed.body).unwrap();
+    queue.enqueue(&notification, &signed.body).await.unwrap();
+}
+
+/// Runs `worker` until `done` holds (checked every 20 ms), then stops it.
+async fn run_worker_until(worker: tower_wechatpay::queue::Worker, done: impl Fn() -> bool) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < WITHIN, "the worker never got there");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn copies_of_one_notification_are_stored_as_one_job() {
+    let (_dir, queue, layer) = in_process("queue-copies").await;
+    for _ in 0..5 {
+        // Each copy is signed anew and has its own envelope id: the event key is the same.
+        enqueue(&queue, &layer, &payment(7)).await;
+    }
+    enqueue(&queue, &layer, &payment(8)).await;
+    assert_eq!(queue.depth().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn the_stored_job_keeps_the_payer_data_encrypted() {
+    let (dir, queue, layer) = in_process("queue-at-rest").await;
+    enqueue(&queue, &layer, &payment(1)).await;
+    let db = SqlitePoolOptions::new()
+        .connect(&format!("sqlite:{}", dir.path().join("queue.db").display()))
+        .await
+        .unwrap();
+    let jobs: Vec<Vec<u8>> = sqlx::query_scalar("SELECT job FROM Jobs")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    let job = String::from_utf8_lossy(&jobs[0]);
+    assert!(job.contains("TRANSACTION.SUCCESS"), "{job}");
+    assert!(job.contains("ciphertext"), "the envelope as received: {job}");
+    assert!(!job.contains("oTestOpenid"), "no payer id in clear: {job}");
+    assert!(!job.contains("out_trade_no"), "no resource field in clear: {job}");
+    assert!(!job.contains("payer"), "no resource field in clear: {job}");
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_retried_after_a_backoff_and_then_succeeds() {
+    let (_dir, queue, layer) = in_process("queue-panic").await;
+    enqueue(&queue, &layer, &payment(2)).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    let worker = queue
+        .worker(&layer, move |notification| {
+            let calls = Arc::clone(&seen);
+            async move {
+                assert_eq!(notification.event_type(), "TRANSACTION.SUCCESS");
+                let Some(tower_wechatpay::Event::Payment(payment)) = Some(notification.event())
+                else {
+                    return Err(Retry::new("not a payment"));
+                };
+                assert_eq!(payment.out_trade_no, order_no(2), "decrypted again");
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("the first attempt panics");
+                }
+                Ok(Handled::Done)
+            }
+        })
+        .backoff(Duration::from_millis(10), Duration::from_millis(20));
+    let done = Arc::clone(&calls);
+    let probe = queue.clone();
+    run_worker_until(worker, move || done.load(Ordering::SeqCst) >= 2).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert!(probe.dead_letters().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_job_failing_its_last_attempt_raises_a_dead_letter_alert() {
+    use tower_wechatpay::alert::{Alert, Alerts};
+    let (_dir, queue, layer) = in_process("queue-alert").await;
+    let raised = Arc::new(Mutex::new(Vec::<Alert>::new()));
+    let sink = Arc::clone(&raised);
+    let queue = queue
+        .max_attempts(2)
+        .alerts(Alerts::new(move |alert| sink.lock().unwrap().push(alert.clone())));
+    enqueue(&queue, &layer, &payment(3)).await;
+    let worker = queue
+        .worker(&layer, |_| async { Err::<Handled, _>(Retry::new("the ERP is down")) })
+        .backoff(Duration::from_millis(10), Duration::from_millis(20));
+    let alerts = Arc::clone(&raised);
+    run_worker_until(worker, move || !alerts.lock().unwrap().is_empty()).await;
+    let raised = raised.lock().unwrap().clone();
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    let Alert::DeadLettered {
+        key,
+        event_type,
+        attempts,
+        error,
+    } = &raised[0]
+    else {
+        panic!("{raised:?}");
+    };
+    assert_eq!(event_type, "TRANSACTION.SUCCESS");
+    assert!(key.contains(&format!("4200{}", order_no(3))), "{key}");
+    assert_eq!(*attempts, 2);
+    assert!(error.contains("the ERP is down"), "{error}");
+    let letters = queue.dead_letters().await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(&letters[0].key, key);
+    assert_eq!(letters[0].attempts, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_to_a_dead_engine_fails_and_raises_queue_unreachable() {
+    use tower_wechatpay::alert::{Alert, AlertKind, Alerts};
+    let mut redis = Redis::start_durable();
+    let layer = TestSigner::public_key_mode().layer().unwrap();
+    let raised = Arc::new(Mutex::new(Vec::<Alert>::new()));
+    let sink = Arc::clone(&raised);
+    let queue = Queue::connect(&redis.url())
+        .await
+        .unwrap()
+        .alerts(Alerts::new(move |alert| sink.lock().unwrap().push(alert.clone())));
+    redis.kill();
+    let signed = delivery("TRANSACTION.SUCCESS", &payment(4));
+    let notification = layer.verify(&signed.headers, &signed.body).unwrap();
+    assert!(queue.enqueue(&notification, &signed.body).await.is_err());
+    let raised = raised.lock().unwrap().clone();
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0].kind(), AlertKind::QueueUnreachable);
 }

@@ -107,7 +107,9 @@
 //! human, delivered to [`WechatPayLayer::on_alert`]), [`extract`] (the extractor's
 //! trait and rejection) and, with the `client` feature, `client` (the merchant API client:
 //! signed requests, verified answers, platform certificates that refresh themselves, order
-//! and refund queries, confirming a notification). With the `v2` feature the layer also
+//! and refund queries, confirming a notification) and, with `queue` and an engine feature
+//! (`queue-sqlite`, `queue-postgres`, `queue-redis`), `queue` (a durable queue for slow
+//! work: acknowledged once stored, handled by a worker). With the `v2` feature the layer also
 //! takes APIv2 XML notifications on the same route (`WechatPayLayer::v2_key`; models
 //! `models::V2Payment`, `models::V2Refund`). Defaults are associated constants, e.g.
 //! [`WechatPayLayer::DEFAULT_ANSWER_DEADLINE`], [`dedupe::Dedupe::DEFAULT_LEASE`].

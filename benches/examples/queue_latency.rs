@@ -59,8 +59,14 @@ fn notification(tag: &str, n: usize) -> http::Request<BufferedBody> {
         .notification("TRANSACTION.SUCCESS", &resource)
         .timestamp(now())
         .build()
-        .expect("the test signer signs")
+        .unwrap_or_else(|error| die(&format!("signing: {error}")))
         .into_request()
+}
+
+/// A measurement that cannot go on: say why and stop.
+fn die(message: &str) -> ! {
+    eprintln!("queue_latency: {message}");
+    std::process::exit(1)
 }
 
 /// Sends `requests` through `service`, `concurrency` at a time; every answer's latency.
@@ -79,7 +85,10 @@ where
             let request = notification(tag, n);
             async move {
                 let started = Instant::now();
-                let answer = service.oneshot(request).await.expect("an answer");
+                let answer = service
+                    .oneshot(request)
+                    .await
+                    .unwrap_or_else(|error| die(&format!("no answer: {error:?}")));
                 assert!(answer.status().is_success(), "{}", answer.status());
                 started.elapsed()
             }
@@ -138,10 +147,12 @@ async fn main() -> ExitCode {
 
     // Synchronous: the handler does the work before the answer.
     let work = Duration::from_millis(cli.work_ms);
-    let slow = layer.layer(service_fn(move |_: http::Request<BufferedBody>| async move {
-        tokio::time::sleep(work).await;
-        Ok::<_, std::convert::Infallible>(Handled::Done.into_http_response())
-    }));
+    let slow = layer.layer(service_fn(
+        move |_: http::Request<BufferedBody>| async move {
+            tokio::time::sleep(work).await;
+            Ok::<_, std::convert::Infallible>(Handled::Done.into_http_response())
+        },
+    ));
     let sync = drive(slow, "S", cli.requests, cli.concurrency).await;
     report(&format!("synchronous, {} ms of work", cli.work_ms), &sync);
 
@@ -158,8 +169,12 @@ async fn main() -> ExitCode {
             .await
             .map(|collected| collected.to_bytes())
             .unwrap_or_default();
-        let verified = layer.verify(&parts.headers, &body).expect("verifies");
-        queue.enqueue(&verified, &body).await.expect("enqueued");
+        let verified = layer
+            .verify(&parts.headers, &body)
+            .unwrap_or_else(|rejection| die(&format!("not verified: {rejection}")));
+        if let Err(error) = queue.enqueue(&verified, &body).await {
+            die(&format!("enqueue: {error}"));
+        }
     }
     let backlog = queue.depth().await.unwrap_or(0);
     let handled = Arc::new(AtomicUsize::new(0));

@@ -559,6 +559,8 @@ async fn main() -> ExitCode {
         Err(message) => return example_support::usage_error::<Cli>(message),
     };
     let layer = layer.on_alert(on_alert);
+    // In queue mode the same store also guards the worker (its keys prefixed `queue:`).
+    let mut worker_guard = None;
     let layer = match &cli.dedupe_redis {
         None => layer,
         Some(url) => {
@@ -569,6 +571,7 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            worker_guard = Some(tower_wechatpay::dedupe::Dedupe::new(store.clone()));
             match layer.dedupe(store) {
                 Ok(layer) => layer,
                 Err(message) => return example_support::usage_error::<Cli>(message),
@@ -617,10 +620,13 @@ async fn main() -> ExitCode {
                 }
             };
             let worker_shop = shop.clone();
-            let worker = queue.worker(&layer, move |notification| {
+            let mut worker = queue.worker(&layer, move |notification| {
                 let shop = worker_shop.clone();
                 async move { handle(&shop, notification).await }
             });
+            if let Some(guard) = worker_guard {
+                worker = worker.dedupe(guard);
+            }
             tokio::spawn(async move {
                 if let Err(error) = worker.run().await {
                     tracing::error!(%error, "the queue worker stopped");

@@ -330,8 +330,9 @@ async fn queue_mode_on_sqlite_applies_each_payment_once_through_kills_and_restar
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_mode_on_postgresql_applies_each_payment_once_through_kills_and_restarts() {
-    let postgres = Arc::new(Mutex::new(Postgres::start()));
-    let url = postgres.lock().unwrap().database("queue").await;
+    let postgres = Postgres::start();
+    let url = postgres.database("queue").await;
+    let postgres = Arc::new(Mutex::new(postgres));
     let fleet = Arc::new(Fleet::new(url, &["--work-delay-ms", WORK_MS]));
     let server = Arc::clone(&postgres);
     storm(fleet, move |_| server.lock().unwrap().restart()).await;
@@ -498,9 +499,15 @@ async fn the_stored_job_keeps_the_payer_data_encrypted() {
     assert_eq!(jobs.len(), 1);
     let job = String::from_utf8_lossy(&jobs[0]);
     assert!(job.contains("TRANSACTION.SUCCESS"), "{job}");
-    assert!(job.contains("ciphertext"), "the envelope as received: {job}");
+    assert!(
+        job.contains("ciphertext"),
+        "the envelope as received: {job}"
+    );
     assert!(!job.contains("oTestOpenid"), "no payer id in clear: {job}");
-    assert!(!job.contains("out_trade_no"), "no resource field in clear: {job}");
+    assert!(
+        !job.contains("out_trade_no"),
+        "no resource field in clear: {job}"
+    );
     assert!(!job.contains("payer"), "no resource field in clear: {job}");
 }
 
@@ -540,12 +547,14 @@ async fn a_job_failing_its_last_attempt_raises_a_dead_letter_alert() {
     let (_dir, queue, layer) = in_process("queue-alert").await;
     let raised = Arc::new(Mutex::new(Vec::<Alert>::new()));
     let sink = Arc::clone(&raised);
-    let queue = queue
-        .max_attempts(2)
-        .alerts(Alerts::new(move |alert| sink.lock().unwrap().push(alert.clone())));
+    let queue = queue.max_attempts(2).alerts(Alerts::new(move |alert| {
+        sink.lock().unwrap().push(alert.clone())
+    }));
     enqueue(&queue, &layer, &payment(3)).await;
     let worker = queue
-        .worker(&layer, |_| async { Err::<Handled, _>(Retry::new("the ERP is down")) })
+        .worker(&layer, |_| async {
+            Err::<Handled, _>(Retry::new("the ERP is down"))
+        })
         .backoff(Duration::from_millis(10), Duration::from_millis(20));
     let alerts = Arc::clone(&raised);
     run_worker_until(worker, move || !alerts.lock().unwrap().is_empty()).await;
@@ -580,7 +589,9 @@ async fn an_enqueue_to_a_dead_engine_fails_and_raises_queue_unreachable() {
     let queue = Queue::connect(&redis.url())
         .await
         .unwrap()
-        .alerts(Alerts::new(move |alert| sink.lock().unwrap().push(alert.clone())));
+        .alerts(Alerts::new(move |alert| {
+            sink.lock().unwrap().push(alert.clone())
+        }));
     redis.kill();
     let signed = delivery("TRANSACTION.SUCCESS", &payment(4));
     let notification = layer.verify(&signed.headers, &signed.body).unwrap();
@@ -588,4 +599,46 @@ async fn an_enqueue_to_a_dead_engine_fails_and_raises_queue_unreachable() {
     let raised = raised.lock().unwrap().clone();
     assert_eq!(raised.len(), 1, "{raised:?}");
     assert_eq!(raised[0].kind(), AlertKind::QueueUnreachable);
+}
+
+/// A job that runs again after its effect (its worker died before the engine recorded it
+/// done, or a second queue got a copy): the guard skips the handler.
+#[tokio::test]
+async fn the_dedupe_guard_runs_the_handler_once_when_an_event_runs_again() {
+    use tower_wechatpay::dedupe::{Dedupe, InMemoryStore};
+    let (_first_dir, first, layer) = in_process("queue-guard-1").await;
+    let (_second_dir, second, _) = in_process("queue-guard-2").await;
+    let guard = Dedupe::new(InMemoryStore::new());
+    enqueue(&first, &layer, &payment(5)).await;
+    enqueue(&second, &layer, &payment(5)).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let calls = Arc::clone(&calls);
+        move |_| {
+            let calls = Arc::clone(&calls);
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, Retry>(Handled::Done)
+            }
+        }
+    };
+    for queue in [&first, &second] {
+        let worker = queue.worker(&layer, handler.clone()).dedupe(guard.clone());
+        let probe = queue.clone();
+        let drained = Arc::new(AtomicUsize::new(0));
+        let watch = Arc::clone(&drained);
+        let checker = tokio::spawn(async move {
+            while probe.depth().await.unwrap() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            watch.store(1, Ordering::SeqCst);
+        });
+        run_worker_until(worker, move || drained.load(Ordering::SeqCst) == 1).await;
+        checker.await.unwrap();
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the second run was a duplicate"
+    );
 }

@@ -37,7 +37,7 @@
 //!
 //! let queue = Queue::connect("sqlite:notifications.db").await?;
 //! // The route: verify, then store and acknowledge.
-//! let app = axum::Router::new()
+//! let app: axum::Router = axum::Router::new()
 //!     .route_service("/wechatpay/notify", queue.enqueuer())
 //!     .layer(layer.clone());
 //! // The worker: the slow work, once per event.

@@ -131,7 +131,8 @@ impl Worker {
     }
 
     /// The worker's name in the engine (unique by default; a name reused by two live
-    /// workers confuses the engine's heartbeat).
+    /// workers confuses the engine's heartbeat). Each run after an engine failure adds
+    /// `-N` to it.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
@@ -168,8 +169,15 @@ impl Worker {
         stopped: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), QueueError> {
         let mut pause = self.min_backoff.max(Duration::from_millis(100));
+        let mut runs: u64 = 0;
         loop {
-            let outcome = self.run_once(stopped.clone()).await;
+            // A fresh name for every run: the engine gives the jobs the previous run held
+            // (fetched, locked, perhaps acknowledged into a dead connection) to another
+            // worker once that name stops beating. Reusing it would keep them locked by a
+            // worker that looks alive, for good.
+            runs += 1;
+            let name = format!("{}-{runs}", self.name);
+            let outcome = self.run_once(&name, stopped.clone()).await;
             if *stopped.borrow() {
                 return outcome;
             }
@@ -181,7 +189,7 @@ impl Worker {
                 error: error.to_string(),
             });
             tracing::error!(
-                worker = %self.name,
+                worker = %name,
                 %error,
                 pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
                 "the queue worker stopped on an engine error; starting it again after a pause \
@@ -194,6 +202,7 @@ impl Worker {
 
     async fn run_once(
         &self,
+        name: &str,
         mut stopped: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), QueueError> {
         let shutdown = async move {
@@ -213,7 +222,7 @@ impl Worker {
         let runner = Arc::new(self.runner.clone());
         macro_rules! run_on {
             ($backend:expr) => {
-                WorkerBuilder::new(self.name.as_str())
+                WorkerBuilder::new(name)
                     .backend($backend)
                     .data(runner)
                     .retry(policy)

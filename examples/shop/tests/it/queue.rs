@@ -4,9 +4,10 @@
 //! The storm, on each engine (SQLite file, PostgreSQL, Redis with its append-only file):
 //! two instances share the queue and the orders database; every payment is delivered in
 //! several concurrent copies to different instances, each resent after anything but 2xx,
-//! as WeChat Pay does. Mid-storm one instance is killed (SIGKILL, while its worker holds
-//! jobs: every job takes 200 ms) and replaced; later the engine itself is killed and
-//! restarted (SQLite, being in-process, by killing every instance). Asserted: every
+//! as WeChat Pay does. Mid-storm one instance is killed (SIGKILL, the moment its worker
+//! starts a job: every job takes 200 ms) and replaced; then the engine itself is killed
+//! while the second half arrives, and restarted once deliveries were refused for it
+//! (SQLite, being in-process, by killing every instance). Asserted: every
 //! notification acknowledged, every payment applied exactly once, none lost (an
 //! acknowledgement for a job the queue did not commit would leave its order unpaid), no dead
 //! letter, nothing left in the queue.
@@ -46,6 +47,8 @@ struct Fleet {
     instances: Mutex<Vec<Running>>,
     /// The live instances' addresses, for the deliveries.
     live: Mutex<Vec<Http>>,
+    /// Deliveries refused (5xx) or unanswered so far.
+    failed: AtomicUsize,
 }
 
 impl Fleet {
@@ -56,6 +59,7 @@ impl Fleet {
             extra: extra.iter().map(|flag| (*flag).to_owned()).collect(),
             instances: Mutex::new(Vec::new()),
             live: Mutex::new(Vec::new()),
+            failed: AtomicUsize::new(0),
         };
         for _ in 0..INSTANCES {
             fleet.add();
@@ -101,15 +105,18 @@ impl Fleet {
         self.add();
     }
 
-    /// SIGKILLs every instance, then starts as many again.
-    fn kill_all_and_restart(&self) {
+    /// SIGKILLs every instance.
+    fn kill_all(&self) {
         let killed: Vec<Running> = {
             self.live.lock().unwrap().clear();
             std::mem::take(&mut *self.instances.lock().unwrap())
         };
-        let count = killed.len();
         drop(killed);
-        for _ in 0..count {
+    }
+
+    /// Starts instances until there are [`INSTANCES`].
+    fn start_all(&self) {
+        while self.instances.lock().unwrap().len() < INSTANCES {
             self.add();
         }
     }
@@ -137,6 +144,7 @@ impl Fleet {
                     "only 2xx or a retry (5xx), got {status}"
                 );
             }
+            self.failed.fetch_add(1, Ordering::SeqCst);
             assert!(started.elapsed() < WITHIN, "never acknowledged");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -236,8 +244,12 @@ fn deliver_all(
 }
 
 /// The storm (see the module docs): the first half of the payments, a worker killed while
-/// it works on one, the second half while the engine is killed and restarted.
-async fn storm(fleet: Arc<Fleet>, restart_engine: impl FnOnce(&Fleet) + Send + 'static) {
+/// it works on one, then the engine down while the second half arrives, and back.
+async fn storm(
+    fleet: Arc<Fleet>,
+    stop_engine: impl FnOnce(&Fleet) + Send + 'static,
+    start_engine: impl FnOnce(&Fleet) + Send + 'static,
+) {
     fleet.create_orders().await;
     let acknowledged = Arc::new(AtomicUsize::new(0));
     let resent = Arc::new(AtomicUsize::new(0));
@@ -251,33 +263,35 @@ async fn storm(fleet: Arc<Fleet>, restart_engine: impl FnOnce(&Fleet) + Send + '
     })
     .await
     .unwrap();
-    let first_half = acknowledged.load(Ordering::SeqCst);
+    // The engine goes down; the second half arrives; once deliveries were refused for it,
+    // the engine comes back.
+    let stopper = Arc::clone(&fleet);
+    tokio::task::spawn_blocking(move || stop_engine(&stopper))
+        .await
+        .unwrap();
+    let failed_before = fleet.failed.load(Ordering::SeqCst);
     deliveries.extend(deliver_all(
         &fleet,
         ORDERS / 2..ORDERS,
         &acknowledged,
         &resent,
     ));
-    // The engine goes down once the second half is under way, and comes back.
-    let restarter = Arc::clone(&fleet);
-    let seen = Arc::clone(&acknowledged);
-    tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        while seen.load(Ordering::SeqCst) <= first_half {
-            assert!(started.elapsed() < WITHIN, "the storm stalled");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        restart_engine(&restarter);
-    })
-    .await
-    .unwrap();
+    let started = Instant::now();
+    while fleet.failed.load(Ordering::SeqCst) < failed_before + COPIES {
+        assert!(started.elapsed() < WITHIN, "no delivery met the outage");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let starter = Arc::clone(&fleet);
+    tokio::task::spawn_blocking(move || start_engine(&starter))
+        .await
+        .unwrap();
     for delivery in deliveries {
         delivery.await.unwrap();
     }
     assert_eq!(acknowledged.load(Ordering::SeqCst), ORDERS * COPIES);
     assert!(
-        resent.load(Ordering::SeqCst) > 0,
-        "the faults were felt: some deliveries were refused or unanswered and resent"
+        resent.load(Ordering::SeqCst) >= COPIES,
+        "the outage was felt"
     );
 
     fleet
@@ -325,7 +339,7 @@ async fn queue_mode_on_sqlite_applies_each_payment_once_through_kills_and_restar
         &["--work-delay-ms", WORK_MS],
     ));
     // SQLite runs inside the shop: restarting the engine is restarting every process.
-    storm(fleet, Fleet::kill_all_and_restart).await;
+    storm(fleet, Fleet::kill_all, Fleet::start_all).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,8 +348,13 @@ async fn queue_mode_on_postgresql_applies_each_payment_once_through_kills_and_re
     let url = postgres.database("queue").await;
     let postgres = Arc::new(Mutex::new(postgres));
     let fleet = Arc::new(Fleet::new(url, &["--work-delay-ms", WORK_MS]));
-    let server = Arc::clone(&postgres);
-    storm(fleet, move |_| server.lock().unwrap().restart()).await;
+    let (crash, restart) = (Arc::clone(&postgres), Arc::clone(&postgres));
+    storm(
+        fleet,
+        move |_| crash.lock().unwrap().crash(),
+        move |_| restart.lock().unwrap().restart(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,8 +362,13 @@ async fn queue_mode_on_redis_applies_each_payment_once_through_kills_and_restart
     let redis = Arc::new(Mutex::new(Redis::start_durable()));
     let url = redis.lock().unwrap().url();
     let fleet = Arc::new(Fleet::new(url, &["--work-delay-ms", WORK_MS]));
-    let server = Arc::clone(&redis);
-    storm(fleet, move |_| server.lock().unwrap().restart()).await;
+    let (kill, restart) = (Arc::clone(&redis), Arc::clone(&redis));
+    storm(
+        fleet,
+        move |_| kill.lock().unwrap().kill(),
+        move |_| restart.lock().unwrap().restart(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -134,8 +134,15 @@ impl Postgres {
 }
 
 impl Postgres {
-    /// Crashes the server (SIGQUIT: immediate shutdown, no checkpoint, crash recovery on
-    /// the next start) and starts it again on the same port and data, as after a crash.
+    /// Crashes the server: SIGQUIT, an immediate shutdown without a checkpoint (the next
+    /// start runs crash recovery).
+    #[allow(dead_code)] // used by the queue tests only
+    pub fn crash(&mut self) {
+        self.stop("-QUIT");
+    }
+
+    /// Starts the server again on the same port and data (after [`Postgres::crash`]; a
+    /// running server is crashed first).
     #[allow(dead_code)] // used by the queue tests only
     pub fn restart(&mut self) {
         self.stop("-QUIT");
@@ -155,8 +162,12 @@ impl Postgres {
     /// Signals the server and waits for every one of its processes to exit (they all
     /// write the log, so it ends when the last one exited).
     fn stop(&mut self, signal: &str) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return; // already down (crashed before)
+        }
         let _ = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
+            .stderr(Stdio::null())
             .status();
         loop {
             match self.log.recv_timeout(READY_WITHIN) {

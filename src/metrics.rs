@@ -12,7 +12,7 @@
 //! | `wechatpay_key_refreshes_total` | counter | `result` | key refreshes for an unknown serial |
 //! | `wechatpay_dedupe_total` | counter | `outcome` | what the dedupe guard's claim answered |
 //! | `wechatpay_queue_jobs_total` | counter | `outcome` | the durable queue (feature `queue`): enqueues and job attempts |
-//! | `wechatpay_queue_depth` | gauge | none | jobs waiting or being handled, as last read by [`Queue::depth`](crate::queue) (a worker reads it every 10 s) |
+//! | `wechatpay_queue_depth` | gauge | none | jobs waiting or being handled, as last read by `Queue::depth` (call it on a timer; the shop example reads it every 10 s) |
 //!
 //! Label values, all from fixed lists (never an id, a serial or other request data):
 //!

@@ -53,6 +53,11 @@ struct Fleet {
 
 impl Fleet {
     fn new(queue: String, extra: &[&str]) -> Self {
+        Self::of(INSTANCES, queue, extra)
+    }
+
+    /// [`Fleet::new`] with `instances` instances.
+    fn of(instances: usize, queue: String, extra: &[&str]) -> Self {
         let fleet = Self {
             dir: TempDir::new("shop-queue"),
             queue,
@@ -61,7 +66,7 @@ impl Fleet {
             live: Mutex::new(Vec::new()),
             failed: AtomicUsize::new(0),
         };
-        for _ in 0..INSTANCES {
+        for _ in 0..instances {
             fleet.add();
         }
         fleet
@@ -665,4 +670,55 @@ async fn the_dedupe_guard_runs_the_handler_once_when_an_event_runs_again() {
         1,
         "the second run was a duplicate"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_metrics_count_the_enqueue_and_the_job() {
+    let dir = TempDir::new("queue-metrics");
+    let metrics = format!("127.0.0.1:{}", example_support::harness::free_port());
+    // One instance: the metrics address is its own.
+    let fleet = Fleet::of(
+        1,
+        sqlite_queue(dir.path()),
+        &["--metrics-listen", metrics.as_str()],
+    );
+    fleet.create_orders().await;
+    fleet
+        .deliver(|| delivery("TRANSACTION.SUCCESS", &payment(0)), 0)
+        .await;
+    fleet
+        .orders_until("the payment applied", |rows| {
+            rows.iter()
+                .any(|(no, status, _)| no == &order_no(0) && status == "PAID")
+        })
+        .await;
+    // The job's count is recorded just after its transaction commits: scrape until it is.
+    let expected = [
+        "wechatpay_queue_jobs_total{outcome=\"enqueued\"} 1",
+        "wechatpay_queue_jobs_total{outcome=\"done\"} 1",
+        "wechatpay_notifications_total{outcome=\"acknowledged\",reason=\"none\",event_type=\"TRANSACTION.SUCCESS\",version=\"3\"} 1",
+        "# TYPE wechatpay_queue_depth gauge",
+    ];
+    let started = Instant::now();
+    loop {
+        let (status, body) = Http::new(&metrics)
+            .send(
+                http::Request::get("/metrics")
+                    .body(Default::default())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        let missing: Vec<&str> = expected
+            .iter()
+            .copied()
+            .filter(|line| !text.lines().any(|have| have == *line))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(started.elapsed() < WITHIN, "no {missing:?} in\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

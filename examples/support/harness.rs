@@ -96,6 +96,18 @@ impl Drop for Running {
 }
 
 impl Running {
+    /// The first line of the example's log logged so far (and not read yet) that contains
+    /// every one of `parts`, without waiting; the lines before it are skipped.
+    pub fn logged(&self, parts: &[&str]) -> Option<String> {
+        let log = self.log.lock().unwrap();
+        while let Ok(line) = log.try_recv() {
+            if parts.iter().all(|part| line.contains(part)) {
+                return Some(line);
+            }
+        }
+        None
+    }
+
     /// Waits for the next line of the example's log that contains every one of `parts`,
     /// and returns it; the lines before it are skipped. The wait is bounded by
     /// [`PATIENT`] (a line that never comes is a bug, not a slow machine): a panic then.

@@ -4,7 +4,7 @@
 //! The storm, on each engine (SQLite file, PostgreSQL, Redis with its append-only file):
 //! two instances share the queue and the orders database; every payment is delivered in
 //! several concurrent copies to different instances, each resent after anything but 2xx,
-//! as WeChat Pay does. Mid-storm one instance is killed (SIGKILL, the moment its worker
+//! as WeChat Pay does. Mid-storm an instance is killed (SIGKILL, the moment its worker
 //! starts a job: every job takes 200 ms) and replaced; then the engine itself is killed
 //! while the second half arrives, and restarted once deliveries were refused for it
 //! (SQLite, being in-process, by killing every instance). Asserted: every
@@ -99,12 +99,26 @@ impl Fleet {
         self.instances.lock().unwrap().push(running);
     }
 
-    /// SIGKILLs the first instance (its worker's jobs are orphaned) and starts another.
-    fn kill_one_and_replace(&self) {
+    /// Waits until an instance logs that its worker started a job, SIGKILLs that instance
+    /// at once (the job, 200 ms long, is orphaned mid-work) and starts another.
+    fn kill_a_working_instance_and_replace(&self) {
+        let started = Instant::now();
+        let working =
+            loop {
+                let working =
+                    self.instances.lock().unwrap().iter().position(|instance| {
+                        instance.logged(&["working on a notification"]).is_some()
+                    });
+                if let Some(index) = working {
+                    break index;
+                }
+                assert!(started.elapsed() < WITHIN, "no worker started a job");
+                std::thread::sleep(Duration::from_millis(2));
+            };
         let killed = {
             let mut instances = self.instances.lock().unwrap();
-            self.live.lock().unwrap().remove(0);
-            instances.remove(0)
+            self.live.lock().unwrap().remove(working);
+            instances.remove(working)
         };
         drop(killed); // SIGKILL
         self.add();
@@ -259,15 +273,12 @@ async fn storm(
     let acknowledged = Arc::new(AtomicUsize::new(0));
     let resent = Arc::new(AtomicUsize::new(0));
     let mut deliveries = deliver_all(&fleet, 0..ORDERS / 2, &acknowledged, &resent);
-    // Kill the first instance the moment its worker starts a job (each takes 200 ms):
-    // the job is orphaned mid-work, and must be taken again by another worker.
+    // Kill an instance the moment its worker starts a job (each takes 200 ms): the job is
+    // orphaned mid-work, and must be taken again by another worker.
     let killer = Arc::clone(&fleet);
-    tokio::task::spawn_blocking(move || {
-        killer.instances.lock().unwrap()[0].wait_log(&["working on a notification"]);
-        killer.kill_one_and_replace();
-    })
-    .await
-    .unwrap();
+    tokio::task::spawn_blocking(move || killer.kill_a_working_instance_and_replace())
+        .await
+        .unwrap();
     // The engine goes down; the second half arrives; once deliveries were refused for it,
     // the engine comes back.
     let stopper = Arc::clone(&fleet);
